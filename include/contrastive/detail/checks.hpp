@@ -1,0 +1,61 @@
+// contrastive — argument validation shared by every loss.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include <Eigen/Core>
+
+namespace contrastive {
+namespace detail {
+
+/// Throws std::invalid_argument with "<where>: argument '<arg>' <problem>".
+[[noreturn]] inline void fail(const char* where, const char* arg, const std::string& problem) {
+  std::ostringstream os;
+  os << where << ": argument '" << arg << "' " << problem;
+  throw std::invalid_argument(os.str());
+}
+
+/// Same message shape for fields of a parameter struct ("field 'x' ...").
+[[noreturn]] inline void fail_field(const char* where, const char* field, const std::string& problem) {
+  std::ostringstream os;
+  os << where << ": field '" << field << "' " << problem;
+  throw std::invalid_argument(os.str());
+}
+
+template <typename T>
+std::string got(const T& value) {
+  std::ostringstream os;
+  os << "(got " << value << ")";
+  return os.str();
+}
+
+/// A temperature-like quantity: finite and strictly positive.
+inline void check_positive_finite(const char* where, const char* field, double value) {
+  if (!(std::isfinite(value) && value > 0.0))
+    fail_field(where, field, "must be finite and > 0 " + got(value));
+}
+
+/// A weight: finite and >= 0.
+inline void check_weight(const char* where, const char* field, double value) {
+  if (!(std::isfinite(value) && value >= 0.0))
+    fail_field(where, field, "must be finite and >= 0 " + got(value));
+}
+
+/// Shape of one caller-owned output.
+template <typename Derived>
+void check_output_shape(const char* where, const char* arg, const Eigen::MatrixBase<Derived>& out,
+                        Eigen::Index rows, Eigen::Index cols) {
+  if (out.rows() != rows || out.cols() != cols) {
+    std::ostringstream os;
+    os << "has shape " << out.rows() << "x" << out.cols() << " but must be " << rows << "x" << cols
+       << " (the shape of the embeddings)";
+    fail(where, arg, os.str());
+  }
+}
+
+}  // namespace detail
+}  // namespace contrastive

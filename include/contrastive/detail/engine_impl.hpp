@@ -1,0 +1,291 @@
+// contrastive — the tiled two-pass engine (internal; include engine.hpp).
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "checks.hpp"
+
+namespace contrastive {
+namespace detail {
+
+/// Norm floor of the normalisation, as torch.nn.functional.normalize.
+constexpr double kNormEps = 1e-12;
+
+template <typename S>
+using TileRef = Eigen::Ref<TileArray<S>>;
+
+/// Merge one (max, sum) pair into an online log-sum-exp state where the
+/// running total is s * exp(m).  A contribution with st == 0 adds nothing.
+template <typename S>
+inline void lse_merge(S& m, S& s, S mt, S st) {
+  if (!(st > S(0))) return;
+  if (!(s > S(0))) {
+    m = mt;
+    s = st;
+  } else if (mt > m) {
+    s = s * std::exp(m - mt) + st;
+    m = mt;
+  } else {
+    s += st * std::exp(mt - m);
+  }
+}
+
+/// Online log-sum-exp over the rows of a tile: for every row i of X, adds
+/// exp(log_w) * sum_j exp(X_ij) to the state of row (r0 + i).  Entries equal
+/// to -inf are masked.  Vectorised: one max and one exp pass over the tile.
+template <typename S>
+inline void reduce_rows(const TileRef<S>& X, S log_w, ColArray<S>& m, ColArray<S>& s, Eigen::Index r0,
+                        ColArray<S>& mt) {
+  const Eigen::Index nr = X.rows();
+  auto mx = mt.head(nr);
+  mx = X.rowwise().maxCoeff();
+  mx = (mx == -std::numeric_limits<S>::infinity()).select(S(0), mx);  // fully masked row
+  // The sums go to mt's second half so that no allocation happens.
+  auto sm = mt.segment(nr, nr);
+  sm = (X.colwise() - mx).exp().rowwise().sum();
+  for (Eigen::Index i = 0; i < nr; ++i) lse_merge(m[r0 + i], s[r0 + i], mx[i] + log_w, sm[i]);
+}
+
+/// Same over the columns of a tile (the transposed block of a symmetric W W^T).
+template <typename S>
+inline void reduce_cols(const TileRef<S>& X, S log_w, ColArray<S>& m, ColArray<S>& s, Eigen::Index c0,
+                        ColArray<S>& mt) {
+  const Eigen::Index nc = X.cols();
+  auto mx = mt.head(nc);
+  mx = X.colwise().maxCoeff().transpose();
+  mx = (mx == -std::numeric_limits<S>::infinity()).select(S(0), mx);
+  auto sm = mt.segment(nc, nc);
+  sm = (X.rowwise() - mx.transpose()).exp().colwise().sum().transpose();
+  for (Eigen::Index j = 0; j < nc; ++j) lse_merge(m[c0 + j], s[c0 + j], mx[j] + log_w, sm[j]);
+}
+
+inline int resolve_threads(int requested) {
+#ifdef _OPENMP
+  return requested > 0 ? requested : omp_get_max_threads();
+#else
+  (void)requested;
+  return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Inside the tile loop Eigen's GEMM must run serially: our threads already
+/// occupy the cores.  omp_set_num_threads here changes only the calling
+/// thread's setting for the rest of the parallel region.
+inline void make_eigen_serial() {
+#ifdef _OPENMP
+  omp_set_num_threads(1);
+#endif
+}
+
+/// The engine.  A Kernel provides (see InfoNCEKernel for the reference):
+///   bool   visits(int view_r, int view_c) const;   which view blocks to tile
+///   S      logit_scale() const;                    tiles hold scale * w_r . w_c
+///   void   prepare(TileRef X, const Tile&) const;  masks (-inf) on the tile
+///   void   reduce(const TileRef X, const Tile&, ThreadSlot&) const;   pass 1
+///   double finish(const RowMatrix& W, ColArray& m, ColArray& s, ColArray& stat) const;
+///   bool   gradient(const TileRef X, const Tile&, const ColArray& stat, TileRef H) const;
+///   void   pair_terms(const RowMatrix& W, const ColArray& stat, RowMatrix& dW) const;
+template <typename S>
+class Engine {
+ public:
+  /// Copies the two views into the workspace as W = [U; V], rejects
+  /// non-finite entries (naming the argument) and normalises every row.
+  template <typename DA, typename DB>
+  static void load(Workspace<S>& ws, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                   const char* where) {
+    const Eigen::Index n = za.rows(), d = za.cols();
+    ws.w_.resize(2 * n, d);
+    ws.w_.topRows(n) = za.template cast<S>();
+    if (!ws.w_.topRows(n).allFinite()) fail(where, "za", "contains NaN or infinite entries");
+    ws.w_.bottomRows(n) = zb.template cast<S>();
+    if (!ws.w_.bottomRows(n).allFinite()) fail(where, "zb", "contains NaN or infinite entries");
+    ws.inv_norm_.resize(2 * n);
+    ws.clamped_.assign(static_cast<std::size_t>(2 * n), 0);
+    const S eps = static_cast<S>(kNormEps);
+    for (Eigen::Index r = 0; r < 2 * n; ++r) {
+      auto row = ws.w_.row(r);
+      // Scaled norm: no overflow or underflow of the squared norm.
+      const S amax = row.cwiseAbs().maxCoeff();
+      const S nrm = amax > S(0) ? amax * (row / amax).norm() : S(0);
+      if (nrm > eps) {
+        ws.inv_norm_[r] = S(1) / nrm;
+      } else {
+        ws.inv_norm_[r] = S(1) / eps;
+        ws.clamped_[static_cast<std::size_t>(r)] = 1;
+      }
+      row *= ws.inv_norm_[r];
+    }
+  }
+
+  /// Runs the kernel over the tiles.  Returns the loss value; with want_grad
+  /// the gradient dL/dW is left in ws.slots_[0].dw.
+  template <typename Kernel>
+  static double run(const Kernel& kernel, Workspace<S>& ws, const EngineOptions& opt, bool want_grad) {
+    const Eigen::Index n2 = ws.w_.rows(), n = n2 / 2, d = ws.w_.cols();
+    const Eigen::Index chunk = std::min<Eigen::Index>(opt.tile_size, n);
+    build_tiles(kernel, ws, n, chunk);
+    const long ntiles = static_cast<long>(ws.tiles_.size());
+    const int threads = static_cast<int>(std::max<long>(1, std::min<long>(resolve_threads(opt.num_threads), ntiles)));
+    ws.threads_ = threads;
+
+    ws.slots_.resize(static_cast<std::size_t>(threads));
+    for (auto& sl : ws.slots_) {
+      sl.x.resize(chunk, chunk);
+      sl.h.resize(chunk, chunk);
+      sl.vr.resize(2 * chunk);
+      sl.vc.resize(2 * chunk);
+      sl.m.setZero(n2);
+      sl.s.setZero(n2);
+      if (want_grad) sl.dw.setZero(n2, d);
+    }
+
+    std::size_t cache_bytes = 0;
+    for (const auto& t : ws.tiles_) cache_bytes += sizeof(S) * static_cast<std::size_t>(t.nr * t.nc);
+    const bool cache = want_grad && cache_bytes <= opt.memory_budget_bytes;
+    ws.streamed_ = want_grad && !cache;
+    if (cache) {
+      ws.cache_.resize(ws.tiles_.size());
+      for (std::size_t t = 0; t < ws.tiles_.size(); ++t) ws.cache_[t].resize(ws.tiles_[t].nr, ws.tiles_[t].nc);
+    } else {
+      ws.cache_.clear();
+      ws.cache_.shrink_to_fit();
+    }
+
+    const S scale = kernel.logit_scale();
+    // ---- pass 1: similarity tiles and the per-row reductions -------------
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+      make_eigen_serial();
+      ThreadSlot<S>& sl = ws.slots_[static_cast<std::size_t>(thread_id())];
+#ifdef _OPENMP
+#pragma omp for schedule(static, 1)
+#endif
+      for (long t = 0; t < ntiles; ++t) {
+        const Tile& tile = ws.tiles_[static_cast<std::size_t>(t)];
+        TileRef<S> X = cache ? TileRef<S>(ws.cache_[static_cast<std::size_t>(t)])
+                             : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+        similarity_tile(kernel, ws, tile, scale, X);
+        kernel.reduce(X, tile, sl);
+      }
+    }
+    ThreadSlot<S>& s0 = ws.slots_[0];
+    for (std::size_t t = 1; t < ws.slots_.size(); ++t)
+      for (Eigen::Index r = 0; r < n2; ++r) lse_merge(s0.m[r], s0.s[r], ws.slots_[t].m[r], ws.slots_[t].s[r]);
+    const double value = kernel.finish(ws.w_, s0.m, s0.s, ws.row_stat_);
+    if (!want_grad) return value;
+
+    // ---- pass 2: tile gradients pushed back through two GEMMs ------------
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+      make_eigen_serial();
+      ThreadSlot<S>& sl = ws.slots_[static_cast<std::size_t>(thread_id())];
+#ifdef _OPENMP
+#pragma omp for schedule(static, 1)
+#endif
+      for (long t = 0; t < ntiles; ++t) {
+        const Tile& tile = ws.tiles_[static_cast<std::size_t>(t)];
+        TileRef<S> X = cache ? TileRef<S>(ws.cache_[static_cast<std::size_t>(t)])
+                             : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+        if (!cache) similarity_tile(kernel, ws, tile, scale, X);
+        TileRef<S> H(sl.h.topLeftCorner(tile.nr, tile.nc));
+        if (!kernel.gradient(X, tile, ws.row_stat_, H)) continue;
+        if (tile.diagonal()) {
+          // H already holds G + G^T of the symmetric diagonal tile.
+          sl.dw.middleRows(tile.r0, tile.nr).noalias() += H.matrix() * ws.w_.middleRows(tile.c0, tile.nc);
+        } else {
+          sl.dw.middleRows(tile.r0, tile.nr).noalias() += H.matrix() * ws.w_.middleRows(tile.c0, tile.nc);
+          sl.dw.middleRows(tile.c0, tile.nc).noalias() +=
+              H.matrix().transpose() * ws.w_.middleRows(tile.r0, tile.nr);
+        }
+      }
+    }
+    for (std::size_t t = 1; t < ws.slots_.size(); ++t) s0.dw += ws.slots_[t].dw;
+    kernel.pair_terms(ws.w_, ws.row_stat_, s0.dw);
+    return value;
+  }
+
+  /// Back through the normalisation into the caller's outputs:
+  /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped
+  /// row.  Returns sum_r w_r . dw_r (= 2 <dL/dK, K>, used for the
+  /// temperature derivative).
+  template <typename GA, typename GB>
+  static double backprop(const Workspace<S>& ws, const Eigen::MatrixBase<GA>& grad_a,
+                         const Eigen::MatrixBase<GB>& grad_b) {
+    auto& ga = const_cast<Eigen::MatrixBase<GA>&>(grad_a);
+    auto& gb = const_cast<Eigen::MatrixBase<GB>&>(grad_b);
+    const Eigen::Index n = ws.w_.rows() / 2;
+    const RowMatrix<S>& dw = ws.slots_[0].dw;
+    double euler = 0.0;
+    for (Eigen::Index r = 0; r < 2 * n; ++r) {
+      const auto w = ws.w_.row(r);
+      const auto g = dw.row(r);
+      const S wd = w.dot(g);
+      euler += static_cast<double>(wd);
+      const S inv = ws.inv_norm_[r];
+      if (r < n) {
+        if (ws.clamped_[static_cast<std::size_t>(r)]) ga.row(r) = (inv * g).template cast<typename GA::Scalar>();
+        else ga.row(r) = (inv * (g - wd * w)).template cast<typename GA::Scalar>();
+      } else {
+        if (ws.clamped_[static_cast<std::size_t>(r)]) gb.row(r - n) = (inv * g).template cast<typename GB::Scalar>();
+        else gb.row(r - n) = (inv * (g - wd * w)).template cast<typename GB::Scalar>();
+      }
+    }
+    return euler;
+  }
+
+ private:
+  template <typename Kernel>
+  static void build_tiles(const Kernel& kernel, Workspace<S>& ws, Eigen::Index n, Eigen::Index chunk) {
+    ws.tiles_.clear();
+    const Eigen::Index nb = (n + chunk - 1) / chunk;
+    const int blocks[3][2] = {{0, 0}, {0, 1}, {1, 1}};
+    for (const auto& b : blocks) {
+      if (!kernel.visits(b[0], b[1])) continue;
+      for (Eigen::Index I = 0; I < nb; ++I)
+        for (Eigen::Index J = (b[0] == b[1] ? I : 0); J < nb; ++J) {
+          Tile t;
+          t.r0 = b[0] * n + I * chunk;
+          t.nr = std::min(chunk, n - I * chunk);
+          t.c0 = b[1] * n + J * chunk;
+          t.nc = std::min(chunk, n - J * chunk);
+          t.view_r = b[0];
+          t.view_c = b[1];
+          t.same_chunk = (I == J);
+          ws.tiles_.push_back(t);
+        }
+    }
+  }
+
+  template <typename Kernel>
+  static void similarity_tile(const Kernel& kernel, const Workspace<S>& ws, const Tile& tile, S scale,
+                              TileRef<S>& X) {
+    X.matrix().noalias() = (scale * ws.w_.middleRows(tile.r0, tile.nr)) * ws.w_.middleRows(tile.c0, tile.nc).transpose();
+    kernel.prepare(X, tile);
+  }
+};
+
+}  // namespace detail
+}  // namespace contrastive

@@ -1,0 +1,127 @@
+// contrastive — the shared similarity engine: options and the reusable workspace.
+// SPDX-License-Identifier: MIT
+//
+// Every loss of the library is a function of the cosine similarities of two
+// views.  The engine (detail/engine_impl.hpp) owns what all losses share:
+//
+//   1. normalisation   w_r = z_r / max(||z_r||, 1e-12)   (torch's F.normalize)
+//   2. similarity tiles K_IJ = W_I W_J^T / tau of the stacked W = [U; V]
+//   3. per-row online log-sum-exp reductions over the tiles (first pass)
+//   4. the tile gradient H_IJ = dL/dK_IJ from the loss kernel, pushed back
+//      with two GEMMs: dW_I += H_IJ W_J, dW_J += H_IJ^T W_I (second pass)
+//   5. back through the normalisation: dz = (dw - w (w . dw)) / ||z||
+//
+// A loss kernel only says what a tile means (step 3 and 4's H); tiling,
+// threading, streaming and memory are decided here.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "detail/checks.hpp"
+
+namespace contrastive {
+
+/// Engine settings shared by every loss.  Aggregate with documented defaults;
+/// call check() (the losses do) to validate.
+struct EngineOptions {
+  /// Largest number of bytes of similarity tiles the engine may keep between
+  /// the reduction pass and the gradient pass.  When the tiles a loss needs
+  /// fit, they are computed once ("materialised"); otherwise they are
+  /// recomputed in the gradient pass ("streaming") and memory stays
+  /// O((n + threads * tile_size) * d) whatever n is.  Default: 256 MiB.
+  std::size_t memory_budget_bytes = std::size_t(256) << 20;
+  /// Edge (rows = columns) of the square similarity tiles.  Default 256.
+  Eigen::Index tile_size = 256;
+  /// Threads for the tile loop; 0 means OpenMP's default
+  /// (omp_get_max_threads()).  Without OpenMP the engine is serial.  Eigen's
+  /// own GEMM threads are switched off inside the tile loop, so the two never
+  /// oversubscribe the cores.
+  int num_threads = 0;
+
+  /// Throws std::invalid_argument naming the offending field.
+  void check() const {
+    const char* where = "contrastive::EngineOptions";
+    if (tile_size < 1) detail::fail_field(where, "tile_size", "must be >= 1 " + detail::got(tile_size));
+    if (num_threads < 0)
+      detail::fail_field(where, "num_threads", "must be >= 0 (0 = OpenMP default) " + detail::got(num_threads));
+  }
+};
+
+namespace detail {
+
+template <typename S>
+using RowMatrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename S>
+using TileArray = Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic>;
+template <typename S>
+using ColArray = Eigen::Array<S, Eigen::Dynamic, 1>;
+
+/// One tile of the stacked similarity matrix W W^T: rows [r0, r0+nr) and
+/// columns [c0, c0+nc) of W, lying inside one view block (view_r, view_c in
+/// {0 = first view, 1 = second view}).  `same_chunk` says the tile's diagonal
+/// holds the pairs (i, i) of one instance: self-similarities inside a view
+/// block, positive pairs in the cross-view block.
+struct Tile {
+  Eigen::Index r0, nr, c0, nc;
+  int view_r, view_c;
+  bool same_chunk;
+  bool diagonal() const { return same_chunk && view_r == view_c; }
+};
+
+/// Per-thread scratch: tile buffers, a private gradient accumulator and a
+/// private copy of the row reductions (merged after the parallel loop).
+template <typename S>
+struct ThreadSlot {
+  TileArray<S> x, h;
+  ColArray<S> vr, vc;  // per-tile row / column vectors (max, sums, shifts)
+  RowMatrix<S> dw;
+  ColArray<S> m, s;  // online log-sum-exp state: sum = s * exp(m)
+};
+
+template <typename S>
+class Engine;
+
+}  // namespace detail
+
+/// Reusable memory of the engine.  Pass the same Workspace to every call in
+/// a training loop: once it has seen the largest batch, its buffers are only
+/// reused, never reallocated.  Not thread-safe: one Workspace per concurrent
+/// caller.
+template <typename Scalar>
+class Workspace {
+ public:
+  Workspace() = default;
+
+  /// Bytes currently held by the workspace's buffers.
+  std::size_t bytes() const {
+    std::size_t b = sizeof(Scalar) * static_cast<std::size_t>(w_.size() + inv_norm_.size() + row_stat_.size());
+    for (const auto& t : cache_) b += sizeof(Scalar) * static_cast<std::size_t>(t.size());
+    for (const auto& sl : slots_)
+      b += sizeof(Scalar) * static_cast<std::size_t>(sl.x.size() + sl.h.size() + sl.vr.size() + sl.vc.size() +
+                                                     sl.dw.size() + sl.m.size() + sl.s.size());
+    return b;
+  }
+  /// True when the last gradient call recomputed tiles instead of caching them.
+  bool last_call_streamed() const { return streamed_; }
+  /// Threads the last call used for its tile loop.
+  int last_call_threads() const { return threads_; }
+
+ private:
+  friend class detail::Engine<Scalar>;
+  detail::RowMatrix<Scalar> w_;        // 2n x d, normalised rows [U; V]
+  detail::ColArray<Scalar> inv_norm_;  // 1 / max(||z_r||, eps)
+  detail::ColArray<Scalar> row_stat_;  // per-row result of the reduction pass
+  std::vector<unsigned char> clamped_;
+  std::vector<detail::Tile> tiles_;
+  std::vector<detail::TileArray<Scalar>> cache_;
+  std::vector<detail::ThreadSlot<Scalar>> slots_;
+  bool streamed_ = false;
+  int threads_ = 1;
+};
+
+}  // namespace contrastive
+
+#include "detail/engine_impl.hpp"

@@ -1,0 +1,345 @@
+// contrastive — the InfoNCE-based family (paper notes, Def. 3.1) as one kernel.
+// SPDX-License-Identifier: MIT
+//
+// Anchor u_i (first view) with positive v_i, for one direction:
+//
+//   l_i = -s_ii/tau + log( [pos] e^{s_ii/tau}
+//                          + c1 * sum_{j != i} e^{u_i.v_j / tau}     cross-view negatives
+//                          + c2 * sum_{j != i} e^{u_i.u_j / tau} )   within-view negatives
+//
+// and, for the symmetric loss, the same with the views swapped.  The loss is
+// the mean of l over all anchors (n of them one-way, 2n symmetric).
+// A weight c enters as the logit offset log c; c = 0 removes the term.
+//
+//   preset   direction  [pos]  c1  c2   matches
+//   InfoNCE  one-way    yes    1   0    info-nce-pytorch InfoNCE (no negative keys)
+//   CLIP     symmetric  yes    1   0    open_clip ClipLoss, logit scale 1/tau
+//   NTXent   symmetric  yes    1   1    SimCLR; lightly / pytorch-metric-learning NTXentLoss
+//   DCL      symmetric  no     1   1    lightly DCLLoss (value can be negative)
+//   DHEL     symmetric  no     0   1    DHEL (within-view negatives only)
+//
+// Gradient with respect to the similarities (G = dL/dK for the logit tiles):
+//   G_ij = a_i / tau * (c_ij e^{K_ij/tau - lse_i} - [j = pos(i)]),
+// a_i = 1/(number of anchors), c_ij the weight of the pair; the engine turns
+// G into dL/dW with two GEMMs and then into dL/dz through the normalisation.
+// dL/dtau = -<G, K>/tau = -(1/(2 tau)) sum_r w_r . dL/dw_r (Euler's identity
+// for the bilinear similarities), so the temperature gradient is O(n d).
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include <Eigen/Core>
+
+#include "detail/checks.hpp"
+#include "engine.hpp"
+
+namespace contrastive {
+
+/// One direction (anchors from the first view only) or both.
+enum class Direction { OneWay, Symmetric };
+
+/// Parameters of the InfoNCE-based family.  Aggregate with defaults equal to
+/// NT-Xent at temperature 0.5; check() throws std::invalid_argument naming
+/// the field.
+struct InfoNCEFamilyParams {
+  /// tau > 0: logits are cosine similarities divided by tau.
+  double temperature = 0.5;
+  /// c1 >= 0: weight of cross-view negatives (u_i, v_j), j != i.
+  double cross_weight = 1.0;
+  /// c2 >= 0: weight of within-view negatives (u_i, u_j), j != i.
+  double within_weight = 1.0;
+  /// true: log(1 + x) form (positive in the denominator); false: decoupled log(x).
+  bool positive_in_denominator = true;
+  /// OneWay: anchors are the first view; Symmetric: mean over both views as anchors.
+  Direction direction = Direction::Symmetric;
+
+  void check(const char* where = "contrastive::InfoNCEFamilyParams") const {
+    detail::check_positive_finite(where, "temperature", temperature);
+    detail::check_weight(where, "cross_weight", cross_weight);
+    detail::check_weight(where, "within_weight", within_weight);
+    if (cross_weight == 0.0 && within_weight == 0.0)
+      detail::fail_field(where, "cross_weight",
+                         "and field 'within_weight' are both 0: the loss would have no negatives");
+  }
+};
+
+/// Value and gradients returned by the allocating overloads.
+template <typename Scalar>
+struct LossAndGradient {
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  Scalar value{};
+  Matrix grad_a;  ///< dL/dza, same shape as za
+  Matrix grad_b;  ///< dL/dzb, same shape as zb
+  Scalar grad_temperature{};  ///< dL/dtau (dL/d(logit scale) = -tau^2 * dL/dtau)
+};
+
+namespace detail {
+
+/// The family's tile kernel (step 3 of the engine).
+template <typename S>
+class InfoNCEKernel {
+ public:
+  InfoNCEKernel(const InfoNCEFamilyParams& p, Eigen::Index n)
+      : n_(n),
+        inv_tau_(static_cast<S>(1.0 / p.temperature)),
+        log_c1_(log_weight(p.cross_weight)),
+        log_c2_(log_weight(p.within_weight)),
+        c1_(p.cross_weight > 0.0),
+        c2_(p.within_weight > 0.0),
+        pos_(p.positive_in_denominator),
+        sym_(p.direction == Direction::Symmetric) {
+    const double anchors = sym_ ? 2.0 * static_cast<double>(n) : static_cast<double>(n);
+    a_[0] = 1.0 / anchors;
+    a_[1] = sym_ ? a_[0] : 0.0;
+  }
+
+  bool visits(int vr, int vc) const {
+    if (vr != vc) return c1_;
+    return c2_ && is_anchor(vr);
+  }
+  S logit_scale() const { return inv_tau_; }
+
+  void prepare(TileRef<S> X, const Tile& t) const {
+    // Self-similarities are never terms; positives are added per pair (O(n d)).
+    if (t.same_chunk) X.matrix().diagonal().setConstant(-std::numeric_limits<S>::infinity());
+  }
+
+  void reduce(const TileRef<S>& X, const Tile& t, ThreadSlot<S>& sl) const {
+    const S lw = block_log_weight(t);
+    if (is_anchor(t.view_r)) reduce_rows<S>(X, lw, sl.m, sl.s, t.r0, sl.vr);
+    if (is_anchor(t.view_c) && !t.diagonal()) reduce_cols<S>(X, lw, sl.m, sl.s, t.c0, sl.vc);
+  }
+
+  /// Turns the negatives' (m, s) into stat = [lse over all terms | lse over
+  /// the negatives only] and returns the loss.  The positive enters in closed
+  /// form, l_r = softplus(lse_neg - s_rr/tau) (or lse_neg - s_rr/tau when
+  /// decoupled), so a well-separated anchor keeps its tiny loss and gradient
+  /// to full relative precision instead of cancelling 1 - p to zero.
+  double finish(const RowMatrix<S>& W, ColArray<S>& m, ColArray<S>& s, ColArray<S>& stat) const {
+    const Eigen::Index n2 = W.rows();
+    stat.setZero(2 * n2);
+    double value = 0.0;
+    for (Eigen::Index r = 0; r < n2; ++r) {
+      const int view = r < n_ ? 0 : 1;
+      if (!is_anchor(view)) continue;
+      const S sp = inv_tau_ * W.row(r).dot(W.row(partner(r)));
+      const S neg = m[r] + std::log(s[r]);
+      stat[n2 + r] = neg;
+      const S term = pos_ ? softplus(neg - sp) : neg - sp;
+      stat[r] = sp + term;
+      value += a_[view] * static_cast<double>(term);
+    }
+    return value;
+  }
+
+  bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>& lse, TileRef<S> H) const {
+    const S lw = block_log_weight(t);
+    const S cr = static_cast<S>(a_[t.view_r]) * inv_tau_;
+    const S cc = t.diagonal() ? S(0) : static_cast<S>(a_[t.view_c]) * inv_tau_;
+    const auto li = lse.segment(t.r0, t.nr) - lw;
+    const auto lj = (lse.segment(t.c0, t.nc) - lw).transpose();
+    if (cr != S(0) && cc != S(0)) {
+      H = cr * (X.colwise() - li).exp() + cc * (X.rowwise() - lj).exp();
+    } else if (cr != S(0)) {
+      H = cr * (X.colwise() - li).exp();
+    } else if (cc != S(0)) {
+      H = cc * (X.rowwise() - lj).exp();
+    } else {
+      return false;
+    }
+    if (t.diagonal()) {
+      // dL/dK of a symmetric block: G + G^T (in place through the square's triangles).
+      for (Eigen::Index j = 0; j < t.nc; ++j) {
+        H(j, j) *= S(2);
+        for (Eigen::Index i = j + 1; i < t.nr; ++i) H(i, j) = H(j, i) = H(i, j) + H(j, i);
+      }
+    }
+    return true;
+  }
+
+  /// The positive pair of every anchor: G_{r,p} = -a/tau (1 - p_pos), with
+  /// 1 - p_pos = sigmoid(lse_neg - s_rr/tau) (1 when decoupled).
+  void pair_terms(const RowMatrix<S>& W, const ColArray<S>& stat, RowMatrix<S>& dW) const {
+    const Eigen::Index n2 = W.rows();
+    for (Eigen::Index r = 0; r < n2; ++r) {
+      const int view = r < n_ ? 0 : 1;
+      if (!is_anchor(view)) continue;
+      const Eigen::Index p = partner(r);
+      const S sp = inv_tau_ * W.row(r).dot(W.row(p));
+      const S miss = pos_ ? sigmoid(stat[n2 + r] - sp) : S(1);
+      const S g = -static_cast<S>(a_[view]) * inv_tau_ * miss;
+      dW.row(r) += g * W.row(p);
+      dW.row(p) += g * W.row(r);
+    }
+  }
+
+ private:
+  static S softplus(S x) { return x > S(0) ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
+  static S sigmoid(S x) {
+    if (x >= S(0)) return S(1) / (S(1) + std::exp(-x));
+    const S e = std::exp(x);
+    return e / (S(1) + e);
+  }
+  static S log_weight(double c) {
+    return c > 0.0 ? static_cast<S>(std::log(c)) : -std::numeric_limits<S>::infinity();
+  }
+  bool is_anchor(int view) const { return view == 0 || sym_; }
+  S block_log_weight(const Tile& t) const { return t.view_r == t.view_c ? log_c2_ : log_c1_; }
+  Eigen::Index partner(Eigen::Index r) const { return r < n_ ? r + n_ : r - n_; }
+
+  Eigen::Index n_;
+  S inv_tau_, log_c1_, log_c2_;
+  bool c1_, c2_, pos_, sym_;
+  double a_[2];
+};
+
+}  // namespace detail
+
+/// A loss of the InfoNCE-based family.  Rows of the inputs are samples; row i
+/// of `za` and row i of `zb` are the two views of instance i.  Inputs are any
+/// dense Eigen expression (Matrix, Map, Block; row- or column-major; any real
+/// scalar, cast to Scalar).  Embeddings are L2-normalised inside the loss with
+/// the norm clamped at 1e-12; gradients are with respect to the raw inputs.
+template <typename Scalar>
+class InfoNCEFamily {
+  static_assert(std::is_floating_point<Scalar>::value, "contrastive: Scalar must be float or double");
+
+ public:
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+
+  explicit InfoNCEFamily(const InfoNCEFamilyParams& params, const EngineOptions& options = {},
+                         const char* name = "contrastive::InfoNCEFamily")
+      : params_(params), options_(options), name_(name) {
+    params_.check(name_);
+    options_.check();
+  }
+
+  const InfoNCEFamilyParams& params() const { return params_; }
+  const EngineOptions& options() const { return options_; }
+  /// Changes the temperature (e.g. a learned one); validated as in check().
+  void set_temperature(double tau) {
+    detail::check_positive_finite(name_, "temperature", tau);
+    params_.temperature = tau;
+  }
+
+  /// Loss value only (no gradient pass).
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
+    Workspace<Scalar> ws;
+    return value(za, zb, ws);
+  }
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws) const {
+    check_inputs(za, zb);
+    detail::Engine<Scalar>::load(ws, za, zb, name_);
+    detail::InfoNCEKernel<Scalar> kernel(params_, za.rows());
+    return static_cast<Scalar>(detail::Engine<Scalar>::run(kernel, ws, options_, false));
+  }
+
+  /// Value and all gradients, allocating the outputs.
+  template <typename DA, typename DB>
+  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
+    Workspace<Scalar> ws;
+    LossAndGradient<Scalar> out;
+    check_inputs(za, zb);
+    out.grad_a.resize(za.rows(), za.cols());
+    out.grad_b.resize(zb.rows(), zb.cols());
+    out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws);
+    return out;
+  }
+
+  /// Value and gradients written into caller-owned outputs (any writable dense
+  /// Eigen object of the inputs' shape: Matrix, Map, Block, Ref).
+  /// `grad_temperature` may be null.  With a reused Workspace the library's
+  /// own buffers are not reallocated between calls of the same shape.  On an
+  /// exception nothing of the outputs has been written.
+  template <typename DA, typename DB, typename GA, typename GB>
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                        Scalar* grad_temperature, Workspace<Scalar>& ws) const {
+    check_inputs(za, zb);
+    detail::check_output_shape(name_, "grad_a", grad_a, za.rows(), za.cols());
+    detail::check_output_shape(name_, "grad_b", grad_b, zb.rows(), zb.cols());
+    detail::Engine<Scalar>::load(ws, za, zb, name_);
+    detail::InfoNCEKernel<Scalar> kernel(params_, za.rows());
+    const double v = detail::Engine<Scalar>::run(kernel, ws, options_, true);
+    const double euler = detail::Engine<Scalar>::backprop(ws, grad_a, grad_b);
+    if (grad_temperature) *grad_temperature = static_cast<Scalar>(-euler / (2.0 * params_.temperature));
+    return static_cast<Scalar>(v);
+  }
+
+ private:
+  template <typename DA, typename DB>
+  void check_inputs(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
+    if (za.rows() != zb.rows() || za.cols() != zb.cols()) {
+      detail::fail(name_, "zb",
+                   "has shape " + std::to_string(zb.rows()) + "x" + std::to_string(zb.cols()) +
+                       " but 'za' has " + std::to_string(za.rows()) + "x" + std::to_string(za.cols()) +
+                       " (row i of both views is instance i)");
+    }
+    if (za.cols() < 1) detail::fail(name_, "za", "has 0 columns: the embedding dimension d must be >= 1");
+    if (za.rows() < 2)
+      detail::fail(name_, "za",
+                   "has " + std::to_string(za.rows()) + " rows: at least 2 samples are needed for a negative");
+  }
+
+  InfoNCEFamilyParams params_;
+  EngineOptions options_;
+  const char* name_;
+};
+
+// ---- presets ---------------------------------------------------------------
+
+/// One-directional InfoNCE (CPC / MoCo form; info-nce-pytorch's InfoNCE without
+/// negative keys): queries za, positive keys zb, the other keys as negatives,
+/// mean over the n queries.  Default tau = 0.1.
+template <typename Scalar>
+class InfoNCE : public InfoNCEFamily<Scalar> {
+ public:
+  explicit InfoNCE(double temperature = 0.1, const EngineOptions& options = {})
+      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 1.0, 0.0, true, Direction::OneWay}, options,
+                              "contrastive::InfoNCE") {}
+};
+
+/// Symmetric InfoNCE of CLIP (open_clip ClipLoss with logit scale 1/tau): the
+/// mean of the image->text and text->image cross entropies.  Default tau = 0.07.
+template <typename Scalar>
+class CLIP : public InfoNCEFamily<Scalar> {
+ public:
+  explicit CLIP(double temperature = 0.07, const EngineOptions& options = {})
+      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 1.0, 0.0, true, Direction::Symmetric}, options,
+                              "contrastive::CLIP") {}
+};
+
+/// NT-Xent of SimCLR: every one of the 2n samples is an anchor, with its other
+/// view as positive and the 2n-2 others as negatives.  Default tau = 0.5.
+template <typename Scalar>
+class NTXent : public InfoNCEFamily<Scalar> {
+ public:
+  explicit NTXent(double temperature = 0.5, const EngineOptions& options = {})
+      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 1.0, 1.0, true, Direction::Symmetric}, options,
+                              "contrastive::NTXent") {}
+};
+
+/// Decoupled contrastive loss: NT-Xent with the positive removed from the
+/// denominator (one log-sum-exp over the 2n-2 negatives).  Default tau = 0.1.
+template <typename Scalar>
+class DCL : public InfoNCEFamily<Scalar> {
+ public:
+  explicit DCL(double temperature = 0.1, const EngineOptions& options = {})
+      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 1.0, 1.0, false, Direction::Symmetric}, options,
+                              "contrastive::DCL") {}
+};
+
+/// DHEL: decoupled, within-view negatives only (n-1 per anchor).  Default tau = 0.1.
+template <typename Scalar>
+class DHEL : public InfoNCEFamily<Scalar> {
+ public:
+  explicit DHEL(double temperature = 0.1, const EngineOptions& options = {})
+      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 0.0, 1.0, false, Direction::Symmetric}, options,
+                              "contrastive::DHEL") {}
+};
+
+}  // namespace contrastive

@@ -1,0 +1,91 @@
+// Shared helpers of the test suite.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include <Eigen/Core>
+
+#include <contrastive/contrastive.hpp>
+
+namespace testing {
+
+using MatD = Eigen::MatrixXd;
+using MatF = Eigen::MatrixXf;
+
+/// Mixed absolute / relative closeness of two matrices, in the max norm:
+/// ||a - b|| <= rel * max(||b||, floor).
+template <typename A, typename B>
+bool near(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b, double rel, double floor = 1.0) {
+  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
+  if (a.size() == 0) return true;
+  const double diff = (a.template cast<double>() - b.template cast<double>()).cwiseAbs().maxCoeff();
+  const double scale = std::max(b.template cast<double>().cwiseAbs().maxCoeff(), floor);
+  return diff <= rel * scale;
+}
+
+inline bool near(double a, double b, double rel, double floor = 1.0) {
+  return std::abs(a - b) <= rel * std::max(std::abs(b), floor);
+}
+
+/// Gaussian rows with norms spread over [e^-spread, e^spread].
+inline MatD uneven_rows(Eigen::Index n, Eigen::Index d, std::mt19937_64& rng, double spread = 2.0) {
+  std::normal_distribution<double> g(0.0, 1.0);
+  std::uniform_real_distribution<double> u(-spread, spread);
+  MatD z(n, d);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const double s = std::exp(u(rng));
+    for (Eigen::Index j = 0; j < d; ++j) z(i, j) = s * g(rng);
+  }
+  return z;
+}
+
+/// Central difference of f with respect to every entry of x (step h * max(1, |x|)).
+inline MatD central_difference(const std::function<double(const MatD&)>& f, const MatD& x, double h = 1e-6) {
+  MatD g(x.rows(), x.cols());
+  MatD xp = x;
+  for (Eigen::Index i = 0; i < x.rows(); ++i)
+    for (Eigen::Index j = 0; j < x.cols(); ++j) {
+      const double step = h * std::max(1.0, std::abs(x(i, j)));
+      xp(i, j) = x(i, j) + step;
+      const double fp = f(xp);
+      xp(i, j) = x(i, j) - step;
+      const double fm = f(xp);
+      xp(i, j) = x(i, j);
+      g(i, j) = (fp - fm) / (2.0 * step);
+    }
+  return g;
+}
+
+enum class Preset { InfoNCE, CLIP, NTXent, DCL, DHEL };
+constexpr Preset kPresets[] = {Preset::InfoNCE, Preset::CLIP, Preset::NTXent, Preset::DCL, Preset::DHEL};
+
+inline const char* preset_name(Preset p) {
+  switch (p) {
+    case Preset::InfoNCE: return "infonce";
+    case Preset::CLIP: return "clip";
+    case Preset::NTXent: return "ntxent";
+    case Preset::DCL: return "dcl";
+    case Preset::DHEL: return "dhel";
+  }
+  return "?";
+}
+
+/// The preset's parameters with a given temperature (as the preset classes set them).
+template <typename S>
+contrastive::InfoNCEFamily<S> make_loss(Preset p, double tau, const contrastive::EngineOptions& o = {}) {
+  switch (p) {
+    case Preset::InfoNCE: return contrastive::InfoNCE<S>(tau, o);
+    case Preset::CLIP: return contrastive::CLIP<S>(tau, o);
+    case Preset::NTXent: return contrastive::NTXent<S>(tau, o);
+    case Preset::DCL: return contrastive::DCL<S>(tau, o);
+    case Preset::DHEL: return contrastive::DHEL<S>(tau, o);
+  }
+  return contrastive::NTXent<S>(tau, o);
+}
+
+inline bool is_symmetric(Preset p) { return p != Preset::InfoNCE; }
+
+}  // namespace testing

@@ -1,0 +1,71 @@
+// Central-difference and directional (Taylor) checks of every preset.
+#include <catch2/catch.hpp>
+
+#include "support.hpp"
+
+using namespace testing;
+
+TEST_CASE("gradients match central differences for every preset (double)", "[gradient]") {
+  std::mt19937_64 rng(7);
+  const struct { Eigen::Index n, d; double tau; } shapes[] = {{2, 1, 0.5}, {2, 3, 0.2}, {3, 1, 0.3},
+                                                              {5, 4, 0.1}, {9, 6, 0.7}, {4, 11, 1.5}};
+  for (Preset p : kPresets) {
+    for (const auto& s : shapes) {
+      INFO(preset_name(p) << " n=" << s.n << " d=" << s.d << " tau=" << s.tau);
+      contrastive::EngineOptions opt;
+      opt.tile_size = 2;  // several tiles, cross-tile reductions
+      const auto loss = make_loss<double>(p, s.tau, opt);
+      const MatD za = uneven_rows(s.n, s.d, rng), zb = uneven_rows(s.n, s.d, rng);
+      const auto r = loss.value_and_grad(za, zb);
+      const MatD fa = central_difference([&](const MatD& x) { return loss.value(x, zb); }, za);
+      const MatD fb = central_difference([&](const MatD& x) { return loss.value(za, x); }, zb);
+      // Gradients scale like 1/||z||: compare row by row, relative to the row;
+      // the floor (1e-2 of the natural scale 1/||z||) absorbs the differences'
+      // round-off where the exact gradient is 0 (d = 1).
+      for (Eigen::Index i = 0; i < s.n; ++i) {
+        CHECK(near(r.grad_a.row(i), fa.row(i), 1e-6, 1e-2 / za.row(i).norm()));
+        CHECK(near(r.grad_b.row(i), fb.row(i), 1e-6, 1e-2 / zb.row(i).norm()));
+      }
+      const double h = 1e-6 * s.tau;
+      const double ft =
+          (make_loss<double>(p, s.tau + h).value(za, zb) - make_loss<double>(p, s.tau - h).value(za, zb)) /
+          (2 * h);
+      CHECK(near(r.grad_temperature, ft, 1e-6, 1e-6));
+    }
+  }
+}
+
+TEST_CASE("directional Taylor check: the remainder shrinks quadratically", "[gradient]") {
+  std::mt19937_64 rng(11);
+  for (Preset p : kPresets) {
+    INFO(preset_name(p));
+    const auto loss = make_loss<double>(p, 0.25);
+    const MatD za = uneven_rows(6, 5, rng, 0.5), zb = uneven_rows(6, 5, rng, 0.5);
+    const MatD da = uneven_rows(6, 5, rng, 0.0), db = uneven_rows(6, 5, rng, 0.0);
+    const auto r = loss.value_and_grad(za, zb);
+    const double slope = (r.grad_a.array() * da.array()).sum() + (r.grad_b.array() * db.array()).sum();
+    double prev = 0;
+    for (int k = 0; k < 4; ++k) {
+      const double t = 1e-2 / std::pow(4.0, k);
+      const double rem = std::abs(loss.value(za + t * da, zb + t * db) - r.value - t * slope);
+      if (k > 0) CHECK(rem < prev / 8.0);  // O(t^2): a factor 16 per step, 8 with margin
+      prev = rem;
+    }
+  }
+}
+
+TEST_CASE("float gradients agree with double", "[gradient][float]") {
+  std::mt19937_64 rng(3);
+  for (Preset p : kPresets) {
+    INFO(preset_name(p));
+    const MatD za = uneven_rows(37, 19, rng), zb = uneven_rows(37, 19, rng);
+    contrastive::EngineOptions opt;
+    opt.tile_size = 8;
+    const auto rd = make_loss<double>(p, 0.1, opt).value_and_grad(za, zb);
+    const auto rf = make_loss<float>(p, 0.1, opt).value_and_grad(za.cast<float>(), zb.cast<float>());
+    CHECK(near(rf.value, rd.value, 1e-5));
+    CHECK(near(rf.grad_a, rd.grad_a, 1e-4, 1e-30));
+    CHECK(near(rf.grad_b, rd.grad_b, 1e-4, 1e-30));
+    CHECK(near(rf.grad_temperature, rd.grad_temperature, 1e-4));
+  }
+}
