@@ -95,12 +95,13 @@ TEST_CASE("InfoNCE family matches PyTorch autograd to 1e-10 (double)", "[referen
 TEST_CASE("float agrees with the PyTorch double reference to 1e-4", "[reference][float]") {
   for (const auto& c : load_cases()) {
     if (c.name.find("degenerate") != std::string::npos) continue;  // 1/eps-sized gradients
+    if (c.d == 1) continue;  // exact gradient 0: float round-off of the tangent projection only
     INFO(c.name);
     const auto loss = make_loss<float>(preset_of(c.loss), c.tau);
     const auto r = loss.value_and_grad(c.za.cast<float>(), c.zb.cast<float>());
     CHECK(near(r.value, c.value, 1e-4));
-    CHECK(near(r.grad_a, c.grad_a, 1e-4, 1e-4));
-    CHECK(near(r.grad_b, c.grad_b, 1e-4, 1e-4));
+    CHECK(near(r.grad_a, c.grad_a, 1e-4, 1e-30));
+    CHECK(near(r.grad_b, c.grad_b, 1e-4, 1e-30));
     CHECK(near(r.grad_temperature, c.grad_tau, 1e-4));
   }
 }
