@@ -33,7 +33,8 @@ struct EngineOptions {
   /// recomputed in the gradient pass ("streaming") and memory stays
   /// O((n + threads * tile_size) * d) whatever n is.  Default: 256 MiB.
   std::size_t memory_budget_bytes = std::size_t(256) << 20;
-  /// Edge (rows = columns) of the square similarity tiles.  Default 256.
+  /// Largest edge (rows = columns) of the square similarity tiles.  Default
+  /// 256.  Batches of 128 to 2 * tile_size pairs use two chunks per view.
   Eigen::Index tile_size = 256;
   /// Threads for the tile loop; 0 means OpenMP's default
   /// (omp_get_max_threads()).  Without OpenMP the engine is serial.  Eigen's
@@ -76,7 +77,7 @@ struct Tile {
 template <typename S>
 struct ThreadSlot {
   TileArray<S> x, h;
-  ColArray<S> vr, vc;  // per-tile row / column vectors (max, sums, shifts)
+  ColArray<S> vr;  // per-tile row vectors (running max and sums)
   RowMatrix<S> dw;
   ColArray<S> m, s;  // online log-sum-exp state: sum = s * exp(m)
 };
@@ -100,7 +101,7 @@ class Workspace {
     std::size_t b = sizeof(Scalar) * static_cast<std::size_t>(w_.size() + inv_norm_.size() + row_stat_.size());
     for (const auto& t : cache_) b += sizeof(Scalar) * static_cast<std::size_t>(t.size());
     for (const auto& sl : slots_)
-      b += sizeof(Scalar) * static_cast<std::size_t>(sl.x.size() + sl.h.size() + sl.vr.size() + sl.vc.size() +
+      b += sizeof(Scalar) * static_cast<std::size_t>(sl.x.size() + sl.h.size() + sl.vr.size() +
                                                      sl.dw.size() + sl.m.size() + sl.s.size());
     return b;
   }

@@ -109,7 +109,7 @@ class InfoNCEKernel {
   void reduce(const TileRef<S>& X, const Tile& t, ThreadSlot<S>& sl) const {
     const S lw = block_log_weight(t);
     if (is_anchor(t.view_r)) reduce_rows<S>(X, lw, sl.m, sl.s, t.r0, sl.vr);
-    if (is_anchor(t.view_c) && !t.diagonal()) reduce_cols<S>(X, lw, sl.m, sl.s, t.c0, sl.vc);
+    if (is_anchor(t.view_c) && !t.diagonal()) reduce_cols<S>(X, lw, sl.m, sl.s, t.c0);
   }
 
   /// Turns the negatives' (m, s) into stat = [lse over all terms | lse over
@@ -138,16 +138,17 @@ class InfoNCEKernel {
     const S lw = block_log_weight(t);
     const S cr = static_cast<S>(a_[t.view_r]) * inv_tau_;
     const S cc = t.diagonal() ? S(0) : static_cast<S>(a_[t.view_c]) * inv_tau_;
-    const auto li = lse.segment(t.r0, t.nr) - lw;
-    const auto lj = (lse.segment(t.c0, t.nc) - lw).transpose();
-    if (cr != S(0) && cc != S(0)) {
-      H = cr * (X.colwise() - li).exp() + cc * (X.rowwise() - lj).exp();
-    } else if (cr != S(0)) {
-      H = cr * (X.colwise() - li).exp();
-    } else if (cc != S(0)) {
-      H = cc * (X.rowwise() - lj).exp();
-    } else {
-      return false;
+    if (cr == S(0) && cc == S(0)) return false;
+    // Column by column: contiguous, vectorised exp (see reduce_rows).
+    const auto li = lse.segment(t.r0, t.nr);
+    for (Eigen::Index j = 0; j < t.nc; ++j) {
+      const S lj = lse[t.c0 + j] - lw;
+      if (cr != S(0) && cc != S(0))
+        H.col(j) = cr * (X.col(j) - (li - lw)).exp() + cc * (X.col(j) - lj).exp();
+      else if (cr != S(0))
+        H.col(j) = cr * (X.col(j) - (li - lw)).exp();
+      else
+        H.col(j) = cc * (X.col(j) - lj).exp();
     }
     if (t.diagonal()) {
       // dL/dK of a symmetric block: G + G^T (in place through the square's triangles).
