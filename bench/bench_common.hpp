@@ -11,38 +11,21 @@
 
 #include <contrastive/contrastive.hpp>
 
+#include "../tests/support.hpp"
+
 namespace contrastive_bench {
 
-enum class Preset { InfoNCE, CLIP, NTXent, DCL, DHEL };
-constexpr Preset kPresets[] = {Preset::NTXent, Preset::InfoNCE, Preset::CLIP, Preset::DCL, Preset::DHEL};
+using testing::kPresets;
+using testing::Preset;
+using testing::preset_name;
 
-inline const char* preset_name(Preset p) {
-  switch (p) {
-    case Preset::InfoNCE: return "infonce";
-    case Preset::CLIP: return "clip";
-    case Preset::NTXent: return "ntxent";
-    case Preset::DCL: return "dcl";
-    case Preset::DHEL: return "dhel";
-  }
-  return "?";
-}
-
-inline contrastive::InfoNCEFamilyParams preset_params(Preset p, double tau = 0.2) {
-  using contrastive::Direction;
-  switch (p) {
-    case Preset::InfoNCE: return {tau, 1.0, 0.0, true, Direction::OneWay};
-    case Preset::CLIP: return {tau, 1.0, 0.0, true, Direction::Symmetric};
-    case Preset::NTXent: return {tau, 1.0, 1.0, true, Direction::Symmetric};
-    case Preset::DCL: return {tau, 1.0, 1.0, false, Direction::Symmetric};
-    case Preset::DHEL: return {tau, 0.0, 1.0, false, Direction::Symmetric};
-  }
-  return {};
-}
-
+/// The benchmarks run every preset at tau = 0.2.
 template <typename S>
 contrastive::InfoNCEFamily<S> make_loss(Preset p, const contrastive::EngineOptions& o = {}) {
-  return contrastive::InfoNCEFamily<S>(preset_params(p), o);
+  return testing::make_loss<S>(p, 0.2, o);
 }
+
+inline contrastive::InfoNCEFamilyParams preset_params(Preset p) { return make_loss<double>(p).params(); }
 
 /// Inputs both the C++ benchmarks and bench/torch_compare.py build:
 /// z(i, j) = sin(0.37 (i d + j) + 1.1 view) * (1 + (i mod 7)).
