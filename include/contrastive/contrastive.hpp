@@ -10,3 +10,5 @@
 
 #include "engine.hpp"
 #include "infonce_family.hpp"
+#include "additive_family.hpp"
+#include "vrns.hpp"

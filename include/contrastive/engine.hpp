@@ -80,6 +80,8 @@ struct ThreadSlot {
   ColArray<S> vr;  // per-tile row vectors (running max and sums)
   RowMatrix<S> dw;
   ColArray<S> m, s;  // online log-sum-exp state: sum = s * exp(m)
+  double value = 0;  // additive value terms of this thread's tiles (pass 1)
+  double aux = 0;    // a kernel's extra sum over this thread's tiles (pass 2)
 };
 
 template <typename S>
@@ -119,6 +121,7 @@ class Workspace {
   std::vector<detail::Tile> tiles_;
   std::vector<detail::TileArray<Scalar>> cache_;
   std::vector<detail::ThreadSlot<Scalar>> slots_;
+  double aux_ = 0;  // sum of the slots' aux after the gradient pass
   bool streamed_ = false;
   int threads_ = 1;
 };

@@ -134,7 +134,7 @@ class InfoNCEKernel {
     return value;
   }
 
-  bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>& lse, TileRef<S> H) const {
+  bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>& lse, TileRef<S> H, ThreadSlot<S>&) const {
     const S lw = block_log_weight(t);
     const S cr = static_cast<S>(a_[t.view_r]) * inv_tau_;
     const S cc = t.diagonal() ? S(0) : static_cast<S>(a_[t.view_c]) * inv_tau_;
@@ -233,10 +233,8 @@ class InfoNCEFamily {
   }
   template <typename DA, typename DB>
   Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws) const {
-    check_inputs(za, zb);
-    detail::Engine<Scalar>::load(ws, za, zb, name_);
-    detail::InfoNCEKernel<Scalar> kernel(params_, za.rows());
-    return static_cast<Scalar>(detail::Engine<Scalar>::run(kernel, ws, options_, false));
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows());
+    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel, ws, options_, za, zb, name_));
   }
 
   /// Value and all gradients, allocating the outputs.
@@ -244,7 +242,7 @@ class InfoNCEFamily {
   LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
     Workspace<Scalar> ws;
     LossAndGradient<Scalar> out;
-    check_inputs(za, zb);
+    detail::check_views(name_, za, zb);
     out.grad_a.resize(za.rows(), za.cols());
     out.grad_b.resize(zb.rows(), zb.cols());
     out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws);
@@ -260,32 +258,13 @@ class InfoNCEFamily {
   Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                         const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
                         Scalar* grad_temperature, Workspace<Scalar>& ws) const {
-    check_inputs(za, zb);
-    detail::check_output_shape(name_, "grad_a", grad_a, za.rows(), za.cols());
-    detail::check_output_shape(name_, "grad_b", grad_b, zb.rows(), zb.cols());
-    detail::Engine<Scalar>::load(ws, za, zb, name_);
-    detail::InfoNCEKernel<Scalar> kernel(params_, za.rows());
-    const double v = detail::Engine<Scalar>::run(kernel, ws, options_, true);
-    const double euler = detail::Engine<Scalar>::backprop(ws, grad_a, grad_b);
-    if (grad_temperature) *grad_temperature = static_cast<Scalar>(-euler / (2.0 * params_.temperature));
-    return static_cast<Scalar>(v);
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows());
+    const auto r = detail::Engine<Scalar>::evaluate_grad(kernel, ws, options_, za, zb, grad_a, grad_b, name_);
+    if (grad_temperature) *grad_temperature = static_cast<Scalar>(-r.second / (2.0 * params_.temperature));
+    return static_cast<Scalar>(r.first);
   }
 
  private:
-  template <typename DA, typename DB>
-  void check_inputs(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
-    if (za.rows() != zb.rows() || za.cols() != zb.cols()) {
-      detail::fail(name_, "zb",
-                   "has shape " + std::to_string(zb.rows()) + "x" + std::to_string(zb.cols()) +
-                       " but 'za' has " + std::to_string(za.rows()) + "x" + std::to_string(za.cols()) +
-                       " (row i of both views is instance i)");
-    }
-    if (za.cols() < 1) detail::fail(name_, "za", "has 0 columns: the embedding dimension d must be >= 1");
-    if (za.rows() < 2)
-      detail::fail(name_, "za",
-                   "has " + std::to_string(za.rows()) + " rows: at least 2 samples are needed for a negative");
-  }
-
   InfoNCEFamilyParams params_;
   EngineOptions options_;
   const char* name_;

@@ -57,5 +57,23 @@ void check_output_shape(const char* where, const char* arg, const Eigen::MatrixB
   }
 }
 
+/// The two views of a batch: same shape, d >= 1, at least `min_rows` rows.
+template <typename DA, typename DB>
+void check_views(const char* where, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                 Eigen::Index min_rows = 2) {
+  if (za.rows() != zb.rows() || za.cols() != zb.cols()) {
+    std::ostringstream os;
+    os << "has shape " << zb.rows() << "x" << zb.cols() << " but 'za' has " << za.rows() << "x" << za.cols()
+       << " (row i of both views is instance i)";
+    fail(where, "zb", os.str());
+  }
+  if (za.cols() < 1) fail(where, "za", "has 0 columns: the embedding dimension d must be >= 1");
+  if (za.rows() < min_rows) {
+    std::ostringstream os;
+    os << "has " << za.rows() << " rows: at least " << min_rows << " samples are needed for a negative";
+    fail(where, "za", os.str());
+  }
+}
+
 }  // namespace detail
 }  // namespace contrastive

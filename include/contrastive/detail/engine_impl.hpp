@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -103,7 +104,9 @@ inline void make_eigen_serial() {
 ///   void   prepare(TileRef X, const Tile&) const;  masks (-inf) on the tile
 ///   void   reduce(const TileRef X, const Tile&, ThreadSlot&) const;   pass 1
 ///   double finish(const RowMatrix& W, ColArray& m, ColArray& s, ColArray& stat) const;
-///   bool   gradient(const TileRef X, const Tile&, const ColArray& stat, TileRef H) const;
+///          (the engine adds the slots' `value`, which reduce() may accumulate)
+///   bool   gradient(const TileRef X, const Tile&, const ColArray& stat, TileRef H, ThreadSlot&) const;
+///          (a kernel may accumulate a sum of its own in the slot's `aux`)
 ///   void   pair_terms(const RowMatrix& W, const ColArray& stat, RowMatrix& dW) const;
 template <typename S>
 class Engine {
@@ -159,6 +162,8 @@ class Engine {
       sl.vr.resize(2 * chunk);
       sl.m.setZero(n2);
       sl.s.setZero(n2);
+      sl.value = 0;
+      sl.aux = 0;
       if (want_grad) sl.dw.setZero(n2, d);
     }
 
@@ -196,7 +201,9 @@ class Engine {
     ThreadSlot<S>& s0 = ws.slots_[0];
     for (std::size_t t = 1; t < ws.slots_.size(); ++t)
       for (Eigen::Index r = 0; r < n2; ++r) lse_merge(s0.m[r], s0.s[r], ws.slots_[t].m[r], ws.slots_[t].s[r]);
-    const double value = kernel.finish(ws.w_, s0.m, s0.s, ws.row_stat_);
+    double value = kernel.finish(ws.w_, s0.m, s0.s, ws.row_stat_);
+    for (const auto& sl : ws.slots_) value += sl.value;
+    ws.aux_ = 0;
     if (!want_grad) return value;
 
     // ---- pass 2: tile gradients pushed back through two GEMMs ------------
@@ -215,7 +222,7 @@ class Engine {
                              : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
         if (!cache) similarity_tile(kernel, ws, tile, scale, X);
         TileRef<S> H(sl.h.topLeftCorner(tile.nr, tile.nc));
-        if (!kernel.gradient(X, tile, ws.row_stat_, H)) continue;
+        if (!kernel.gradient(X, tile, ws.row_stat_, H, sl)) continue;
         if (tile.diagonal()) {
           // H already holds G + G^T of the symmetric diagonal tile.
           sl.dw.middleRows(tile.r0, tile.nr).noalias() += H.matrix() * ws.w_.middleRows(tile.c0, tile.nc);
@@ -227,9 +234,40 @@ class Engine {
       }
     }
     for (std::size_t t = 1; t < ws.slots_.size(); ++t) s0.dw += ws.slots_[t].dw;
+    for (const auto& sl : ws.slots_) ws.aux_ += sl.aux;
     kernel.pair_terms(ws.w_, ws.row_stat_, s0.dw);
     return value;
   }
+
+  /// Checks the views, loads them and runs the value pass.
+  template <typename Kernel, typename DA, typename DB>
+  static double evaluate(const Kernel& kernel, Workspace<S>& ws, const EngineOptions& opt,
+                         const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const char* where) {
+    check_views(where, za, zb);
+    load(ws, za, zb, where);
+    return run(kernel, ws, opt, false);
+  }
+
+  /// Checks views and outputs (nothing is written on an exception), runs both
+  /// passes and writes dL/dza, dL/dzb.  Returns {value, sum_r w_r . dL/dw_r}.
+  template <typename Kernel, typename DA, typename DB, typename GA, typename GB>
+  static std::pair<double, double> evaluate_grad(const Kernel& kernel, Workspace<S>& ws, const EngineOptions& opt,
+                                                 const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                                 const Eigen::MatrixBase<GA>& grad_a,
+                                                 const Eigen::MatrixBase<GB>& grad_b, const char* where) {
+    check_views(where, za, zb);
+    check_output_shape(where, "grad_a", grad_a, za.rows(), za.cols());
+    check_output_shape(where, "grad_b", grad_b, zb.rows(), zb.cols());
+    load(ws, za, zb, where);
+    const double v = run(kernel, ws, opt, true);
+    return {v, backprop(ws, grad_a, grad_b)};
+  }
+
+  /// The kernel's per-row statistics of the last call.
+  static const ColArray<S>& row_stat(const Workspace<S>& ws) { return ws.row_stat_; }
+
+  /// Sum of the slots' `aux` after the last gradient pass.
+  static double aux(const Workspace<S>& ws) { return ws.aux_; }
 
   /// Back through the normalisation into the caller's outputs:
   /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped
