@@ -3,7 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
 #include <random>
 
 #include <Eigen/Core>
@@ -87,5 +92,70 @@ contrastive::InfoNCEFamily<S> make_loss(Preset p, double tau, const contrastive:
 }
 
 inline bool is_symmetric(Preset p) { return p != Preset::InfoNCE; }
+
+/// One case of a reference file written by tests/data/make_reference*.py.
+struct ReferenceCase {
+  std::string name, loss;
+  Eigen::Index n = 0, d = 0;
+  std::map<std::string, double> param;  ///< e.g. temperature, logit_scale
+  std::vector<Eigen::Index> ids;         ///< instance ids, when the case has them
+  MatD za, zb, grad_a, grad_b;
+  double value = 0;
+  std::map<std::string, double> grad;  ///< derivatives with respect to params
+};
+
+inline std::vector<ReferenceCase> read_reference(const std::string& path) {
+  std::ifstream f(path);
+  std::vector<ReferenceCase> cases;
+  std::string line;
+  auto matrix = [](std::istringstream& is, const ReferenceCase& c) {
+    MatD m(c.n, c.d);
+    for (Eigen::Index i = 0; i < c.n; ++i)
+      for (Eigen::Index j = 0; j < c.d; ++j) is >> m(i, j);
+    return m;
+  };
+  while (std::getline(f, line)) {
+    std::istringstream is(line);
+    std::string key;
+    is >> key;
+    if (key == "case") {
+      cases.emplace_back();
+      auto& c = cases.back();
+      std::vector<double> nums;
+      is >> c.name >> c.loss;
+      double x;
+      while (is >> x) nums.push_back(x);
+      if (nums.size() == 3) c.param["temperature"] = nums[0];  // infonce-family files: tau n d
+      c.n = static_cast<Eigen::Index>(nums[nums.size() - 2]);
+      c.d = static_cast<Eigen::Index>(nums.back());
+      continue;
+    }
+    if (cases.empty()) continue;
+    auto& c = cases.back();
+    if (key == "param") {
+      std::string k;
+      is >> k;
+      is >> c.param[k];
+    } else if (key == "ids") {
+      Eigen::Index id;
+      while (is >> id) c.ids.push_back(id);
+    } else if (key == "za") {
+      c.za = matrix(is, c);
+    } else if (key == "zb") {
+      c.zb = matrix(is, c);
+    } else if (key == "grad_a") {
+      c.grad_a = matrix(is, c);
+    } else if (key == "grad_b") {
+      c.grad_b = matrix(is, c);
+    } else if (key == "value") {
+      is >> c.value;
+    } else if (key.rfind("grad_", 0) == 0) {
+      std::string k = key.substr(5);
+      if (k == "tau") k = "temperature";
+      is >> c.grad[k];
+    }
+  }
+  return cases;
+}
 
 }  // namespace testing
