@@ -12,3 +12,4 @@
 #include "infonce_family.hpp"
 #include "additive_family.hpp"
 #include "vrns.hpp"
+#include "diagnostics.hpp"
