@@ -68,6 +68,53 @@ void bm_naive(benchmark::State& state, Preset p, bool grad) {
   set_counters(state, minimal_gemm_macs(p, n, d, grad));
 }
 
+// The additive losses and the composition: `lib/siglip`, `lib/vrns` and
+// `lib/ntxent_vrns` (NT-Xent + 30 * VRNS in one call); compare the last with
+// `lib/ntxent` of the same run.  GFLOPs counts CLIP's minimal work for SigLIP
+// and VRNS (one cross-view block) and NT-Xent's for the composition.
+enum class Extra { SigLIP, VRNS, NTXentVRNS };
+
+template <typename S>
+void bm_extra(benchmark::State& state, Extra e, bool grad) {
+  const Eigen::Index n = state.range(0), d = state.range(1);
+  using M = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  const M za = deterministic_input<S>(n, d, 0), zb = deterministic_input<S>(n, d, 1);
+  contrastive::VRNSParams vp;
+  vp.dataset_size = 50000;
+  const contrastive::SigLIP<S> siglip;
+  const contrastive::VRNS<S> vrns(vp);
+  const contrastive::WithVRNS<S> comb(make_loss<S>(Preset::NTXent), vp, 30.0);
+  Workspace<S> ws;
+  M ga(n, d), gb(n, d);
+  S g1 = 0, g2 = 0;
+  for (auto _ : state) {
+    S v = 0;
+    switch (e) {
+      case Extra::SigLIP: v = grad ? siglip.value_and_grad(za, zb, ga, gb, &g1, &g2, ws) : siglip.value(za, zb, ws); break;
+      case Extra::VRNS: v = grad ? vrns.value_and_grad(za, zb, ga, gb, ws) : vrns.value(za, zb, ws); break;
+      case Extra::NTXentVRNS: v = grad ? comb.value_and_grad(za, zb, ga, gb, &g1, ws) : comb.value(za, zb, ws); break;
+    }
+    benchmark::DoNotOptimize(v);
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, minimal_gemm_macs(e == Extra::NTXentVRNS ? Preset::NTXent : Preset::CLIP, n, d, grad));
+}
+
+template <typename S>
+void register_extra(const char* sname) {
+  const std::pair<Extra, const char*> extras[] = {
+      {Extra::SigLIP, "siglip"}, {Extra::VRNS, "vrns"}, {Extra::NTXentVRNS, "ntxent_vrns"}};
+  for (const auto& e : extras)
+    for (bool grad : {true, false})
+      for (long n : {256L, 1024L, 4096L})
+        for (long d : {128L, 512L})
+          benchmark::RegisterBenchmark((std::string("lib/") + e.second + (grad ? "/grad/" : "/value/") + sname).c_str(),
+                                       bm_extra<S>, e.first, grad)
+              ->Args({n, d})
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+}
+
 template <typename S>
 void register_all(const char* sname) {
   const std::vector<long> ns = {256, 1024, 4096, 16384};
@@ -109,6 +156,8 @@ int main(int argc, char** argv) {
   if (!naive_agrees()) return 1;
   register_all<float>("float");
   register_all<double>("double");
+  register_extra<float>("float");
+  register_extra<double>("double");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
