@@ -28,7 +28,8 @@ Out evaluate(const ReferenceCase& c, const contrastive::EngineOptions& o) {
   const std::vector<Eigen::Index>* ids = c.ids.empty() ? nullptr : &c.ids;
   Out out;
   if (c.loss == "siglip") {
-    const contrastive::SigLIP<double> l({c.param.at("logit_scale"), c.param.at("logit_bias")}, o);
+    const double c2 = c.param.count("within_weight") ? c.param.at("within_weight") : 0.0;
+    const contrastive::SigLIP<double> l({c.param.at("logit_scale"), c.param.at("logit_bias"), c2}, o);
     const auto r = l.value_and_grad(c.za, c.zb);
     out = {r.value, r.grad_logit_scale, r.grad_logit_bias, r.grad_a, r.grad_b};
     CHECK(near(l.value(c.za, c.zb), c.value, 1e-10));
@@ -55,7 +56,7 @@ Out evaluate(const ReferenceCase& c, const contrastive::EngineOptions& o) {
 
 TEST_CASE("additive family, VRNS and NT-Xent + VRNS match PyTorch autograd to 1e-10", "[reference][additive]") {
   const auto cases = read_reference(CONTRASTIVE_TEST_DATA_DIR "/additive_reference.txt");
-  REQUIRE(cases.size() == 28);
+  REQUIRE(cases.size() == 29);
   contrastive::EngineOptions one_tile, cached, streamed;
   cached.tile_size = 2;
   streamed.tile_size = 3;
@@ -179,6 +180,39 @@ TEST_CASE("additive losses: float agrees with double, threads and streaming agre
   }
 }
 
+TEST_CASE("a sum of several terms equals the sum of its parts, in one call", "[additive][gradient]") {
+  std::mt19937_64 rng(44);
+  const MatD za = uneven_rows(10, 6, rng), zb = uneven_rows(10, 6, rng);
+  const std::vector<Eigen::Index> ids = {0, 1, 2, 3, 4, 0, 5, 6, 7, 1};
+  contrastive::VRNSParams vp;
+  vp.dataset_size = 100;
+  const contrastive::SpectralParams sp{1.0, 0.4};
+  const contrastive::SigLIPParams gp{3.0, -1.0, 0.5};
+  contrastive::EngineOptions o;
+  o.tile_size = 3;
+  const contrastive::NTXent<double> base(0.25, o);
+  const contrastive::Combined<double> sum(base, {contrastive::LossTerm::make_vrns(vp, 30.0),
+                                                 contrastive::LossTerm::make_spectral(sp, 0.5),
+                                                 contrastive::LossTerm::make_siglip(gp, 0.2)});
+  for (const std::vector<Eigen::Index>* id : {static_cast<const std::vector<Eigen::Index>*>(nullptr), &ids}) {
+    const auto r = sum.value_and_grad(za, zb, id);
+    const auto rb = base.value_and_grad(za, zb);
+    const auto rv = contrastive::VRNS<double>(vp).value_and_grad(za, zb, id);
+    const auto rs = contrastive::Combined<double>({contrastive::LossTerm::make_spectral(sp)}).value_and_grad(za, zb, id);
+    const auto rg = contrastive::Combined<double>({contrastive::LossTerm::make_siglip(gp)}).value_and_grad(za, zb, id);
+    CHECK(near(r.value, rb.value + 30 * rv.value + 0.5 * rs.value + 0.2 * rg.value, 1e-12));
+    CHECK(near(r.grad_a, rb.grad_a + 30 * rv.grad_a + 0.5 * rs.grad_a + 0.2 * rg.grad_a, 1e-11));
+    CHECK(near(r.grad_b, rb.grad_b + 30 * rv.grad_b + 0.5 * rs.grad_b + 0.2 * rg.grad_b, 1e-11));
+    CHECK(near(r.grad_temperature, rb.grad_temperature, 1e-10));
+    CHECK(rs.grad_temperature == 0.0);
+    const MatD fa = central_difference([&](const MatD& x) { return sum.value(x, zb, id); }, za);
+    for (Eigen::Index i = 0; i < za.rows(); ++i) CHECK(near(r.grad_a.row(i), fa.row(i), 1e-6, 1e-2 / za.row(i).norm()));
+  }
+  // Without ids the SigLIP term equals the SigLIP functor.
+  CHECK(near(contrastive::Combined<double>({contrastive::LossTerm::make_siglip(gp)}).value(za, zb),
+             contrastive::SigLIP<double>(gp).value(za, zb), 1e-13));
+}
+
 TEST_CASE("additive losses and VRNS reject bad input by name", "[bad-input][additive]") {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   CHECK_THROWS_WITH(contrastive::SigLIP<double>(0.0, -10.0), Contains("'logit_scale'"));
@@ -198,6 +232,8 @@ TEST_CASE("additive losses and VRNS reject bad input by name", "[bad-input][addi
   CHECK_THROWS_WITH(contrastive::VRNS<double>(vp), Contains("'power'"));
   vp.power = 2;
   CHECK_THROWS_WITH(contrastive::WithVRNS<double>(contrastive::NTXent<double>(), vp, -1.0), Contains("'lambda'"));
+  CHECK_THROWS_WITH(contrastive::Combined<double>({contrastive::LossTerm::make_spectral({}, nan)}), Contains("'weight'"));
+  CHECK_THROWS_WITH(contrastive::SigLIP<double>(contrastive::SigLIPParams{10, -10, -1}), Contains("'within_weight'"));
 
   const contrastive::WithVRNS<double> comb(contrastive::NTXent<double>(), vp, 30.0);
   const MatD za = MatD::Random(4, 3), zb = MatD::Random(4, 3);

@@ -1,5 +1,7 @@
 // contrastive — the independently additive family (paper notes, Def. 3.2):
-// SigLIP and spectral contrastive loss.
+// SigLIP, spectral contrastive loss and the VRNS penalty: their parameters,
+// the per-pair weights of every term, and the SigLIP functor.  Spectral,
+// VRNS and compositions (WithVRNS, Combined) are in combined.hpp.
 // SPDX-License-Identifier: MIT
 //
 //   L = -1/m sum_i phi(s_ii)
@@ -21,6 +23,11 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -37,12 +44,146 @@ struct SigLIPParams {
   double logit_scale = 10.0;
   /// b (open_clip's sign: added to the logits).  open_clip initialises b = -10.
   double logit_bias = -10.0;
+  /// c2 >= 0: within-view pairs (u_i, u_j), (v_i, v_j) as negatives, each
+  /// ordered pair weighted c2/(2m) (Def. 3.2; 0 in SigLIP itself).
+  double within_weight = 0.0;
 
   void check(const char* where = "contrastive::SigLIPParams") const {
     detail::check_positive_finite(where, "logit_scale", logit_scale);
     if (!std::isfinite(logit_bias)) detail::fail_field(where, "logit_bias", "must be finite " + detail::got(logit_bias));
+    detail::check_weight(where, "within_weight", within_weight);
   }
 };
+
+/// Weights of the spectral contrastive loss (Def. 3.2 with phi(x) = x, psi(x) = x^2).
+struct SpectralParams {
+  double cross_weight = 1.0;   ///< c1 >= 0
+  double within_weight = 0.0;  ///< c2 >= 0
+  void check(const char* where = "contrastive::SpectralParams") const {
+    detail::check_weight(where, "cross_weight", cross_weight);
+    detail::check_weight(where, "within_weight", within_weight);
+  }
+};
+
+/// Parameters of the variance penalty.  Give exactly one of dataset_size and
+/// target.  check() throws std::invalid_argument naming the field.
+struct VRNSParams {
+  /// N >= 2, the data-set size: target = -1/(N - 1).  0 = use `target`.
+  long long dataset_size = 0;
+  /// The similarity negatives are pulled to, when dataset_size is 0.
+  double target = std::numeric_limits<double>::quiet_NaN();
+  /// p >= 1 (default 2): the penalty is |s - target|^p.
+  double power = 2.0;
+
+  double resolved_target() const {
+    return dataset_size > 0 ? -1.0 / static_cast<double>(dataset_size - 1) : target;
+  }
+
+  void check(const char* where = "contrastive::VRNSParams") const {
+    if (dataset_size < 0 || dataset_size == 1)
+      detail::fail_field(where, "dataset_size", "must be >= 2, or 0 to use field 'target' " + detail::got(dataset_size));
+    if (dataset_size > 0 && !std::isnan(target))
+      detail::fail_field(where, "target", "is set together with field 'dataset_size': give exactly one");
+    if (dataset_size == 0 && !std::isfinite(target))
+      detail::fail_field(where, "target", "must be finite when field 'dataset_size' is 0 " + detail::got(target));
+    if (!(std::isfinite(power) && power >= 1.0))
+      detail::fail_field(where, "power", "must be finite and >= 1 " + detail::got(power));
+  }
+};
+
+/// One weighted term of a combination (see Combined): SigLIP, spectral CL
+/// or the VRNS penalty, each with its own parameters.
+struct LossTerm {
+  enum class Kind { SigLIP, Spectral, VRNS };
+  Kind kind = Kind::VRNS;
+  double weight = 1.0;  ///< lambda >= 0 multiplying the term
+  SigLIPParams siglip{};
+  SpectralParams spectral{};
+  VRNSParams vrns{};
+
+  static LossTerm make_siglip(const SigLIPParams& p, double weight = 1.0) {
+    LossTerm t;
+    t.kind = Kind::SigLIP;
+    t.weight = weight;
+    t.siglip = p;
+    return t;
+  }
+  static LossTerm make_spectral(const SpectralParams& p, double weight = 1.0) {
+    LossTerm t;
+    t.kind = Kind::Spectral;
+    t.weight = weight;
+    t.spectral = p;
+    return t;
+  }
+  static LossTerm make_vrns(const VRNSParams& p, double weight = 1.0) {
+    LossTerm t;
+    t.kind = Kind::VRNS;
+    t.weight = weight;
+    t.vrns = p;
+    return t;
+  }
+
+  void check(const char* where = "contrastive::LossTerm") const {
+    detail::check_weight(where, "weight", weight);
+    switch (kind) {
+      case Kind::SigLIP: siglip.check(where); break;
+      case Kind::Spectral: spectral.check(where); break;
+      case Kind::VRNS: vrns.check(where); break;
+    }
+  }
+};
+
+namespace detail {
+
+/// Validates optional instance ids and returns the number of ordered
+/// cross-view negative pairs: n^2 - sum over ids of (count)^2 (n(n-1) without ids).
+inline double count_negatives(const char* where, Eigen::Index n, const std::vector<Eigen::Index>* ids) {
+  if (!ids) return static_cast<double>(n) * static_cast<double>(n - 1);
+  if (static_cast<Eigen::Index>(ids->size()) != n)
+    fail(where, "instance_ids",
+         "has " + std::to_string(ids->size()) + " entries but the batch has " + std::to_string(n) + " rows");
+  std::map<Eigen::Index, double> counts;
+  for (Eigen::Index id : *ids) counts[id] += 1.0;
+  double same = 0;
+  for (const auto& c : counts) same += c.second * c.second;
+  const double negatives = static_cast<double>(n) * static_cast<double>(n) - same;
+  if (negatives <= 0) fail(where, "instance_ids", "gives every pair the same id: there is no negative pair");
+  return negatives;
+}
+
+template <typename S>
+using TermKernel = std::variant<AdditiveKernel<S, SigmoidTerms<S>>, AdditiveKernel<S, SpectralTerms<S>>,
+                                AdditiveKernel<S, SquareTerms<S>>, AdditiveKernel<S, PowerTerms<S>>>;
+
+/// The one place where a term's per-pair weights are set (n pairs in the
+/// batch, `negatives` = number of ordered cross-view negative pairs):
+///   SigLIP   positives weight/n, cross negatives weight/n, within weight*c2/(2n)
+///   Spectral positives weight/n, cross weight*c1/(n(n-1)), within weight*c2/(2n(n-1))
+///   VRNS     cross negatives weight/negatives (the mean over negative pairs)
+template <typename S>
+TermKernel<S> make_term_kernel(const LossTerm& t, Eigen::Index n_, double negatives, const Eigen::Index* ids,
+                               AuxSum aux) {
+  const double n = static_cast<double>(n_), w = t.weight;
+  switch (t.kind) {
+    case LossTerm::Kind::SigLIP:
+      return AdditiveKernel<S, SigmoidTerms<S>>(SigmoidTerms<S>{static_cast<S>(t.siglip.logit_bias)},
+                                                static_cast<S>(t.siglip.logit_scale), w / n, w / n,
+                                                w * t.siglip.within_weight / (2 * n), n_, ids, aux);
+    case LossTerm::Kind::Spectral:
+      return AdditiveKernel<S, SpectralTerms<S>>(SpectralTerms<S>{}, S(1), w / n,
+                                                 w * t.spectral.cross_weight / (n * (n - 1)),
+                                                 w * t.spectral.within_weight / (2 * n * (n - 1)), n_, ids, aux);
+    case LossTerm::Kind::VRNS:
+      break;
+  }
+  const S target = static_cast<S>(t.vrns.resolved_target());
+  if (t.vrns.power == 2.0)
+    return AdditiveKernel<S, SquareTerms<S>>(SquareTerms<S>{target}, S(1), 0.0, w / negatives, 0.0, n_, ids, aux);
+  return AdditiveKernel<S, PowerTerms<S>>(PowerTerms<S>{target, static_cast<S>(t.vrns.power)}, S(1), 0.0,
+                                          w / negatives, 0.0, n_, ids, aux);
+}
+
+}  // namespace detail
 
 /// Value and gradients of SigLIP (allocating overload).
 template <typename Scalar>
@@ -66,7 +207,7 @@ class SigLIP {
     options_.check();
   }
   SigLIP(double logit_scale, double logit_bias, const EngineOptions& options = {})
-      : SigLIP(SigLIPParams{logit_scale, logit_bias}, options) {}
+      : SigLIP(SigLIPParams{logit_scale, logit_bias, 0.0}, options) {}
 
   const SigLIPParams& params() const { return params_; }
   /// Sets a learned scale and bias, validated as in check().
@@ -116,72 +257,11 @@ class SigLIP {
   using Kernel = detail::AdditiveKernel<Scalar, detail::SigmoidTerms<Scalar>>;
 
   Kernel kernel(Eigen::Index n) const {
-    const double w = 1.0 / static_cast<double>(n);
-    return Kernel(detail::SigmoidTerms<Scalar>{static_cast<Scalar>(params_.logit_bias)},
-                  static_cast<Scalar>(params_.logit_scale), w, w, 0.0, n, nullptr, detail::AuxSum::TermDerivative);
+    return std::get<Kernel>(detail::make_term_kernel<Scalar>(LossTerm::make_siglip(params_), n, 0.0, nullptr,
+                                                             detail::AuxSum::TermDerivative));
   }
 
   SigLIPParams params_;
-  EngineOptions options_;
-};
-
-/// Weights of the spectral contrastive loss (Def. 3.2 with phi(x) = x, psi(x) = x^2).
-struct SpectralParams {
-  double cross_weight = 1.0;   ///< c1 >= 0
-  double within_weight = 0.0;  ///< c2 >= 0
-  void check(const char* where = "contrastive::SpectralParams") const {
-    detail::check_weight(where, "cross_weight", cross_weight);
-    detail::check_weight(where, "within_weight", within_weight);
-  }
-};
-
-/// Spectral contrastive loss:
-/// L = -1/m sum_i s_ii + c1/(m(m-1)) sum_{i!=j} s_ij^2 + c2/(2m(m-1)) sum_{i!=j} [(u_i.u_j)^2 + (v_i.v_j)^2].
-template <typename Scalar>
-class Spectral {
- public:
-  explicit Spectral(const SpectralParams& params = {}, const EngineOptions& options = {})
-      : params_(params), options_(options) {
-    params_.check(kName);
-    options_.check();
-  }
-
-  template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
-    Workspace<Scalar> ws;
-    return value(za, zb, ws);
-  }
-  template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws) const {
-    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel(za.rows()), ws, options_, za, zb, kName));
-  }
-  template <typename DA, typename DB>
-  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
-    Workspace<Scalar> ws;
-    LossAndGradient<Scalar> out;
-    detail::check_views(kName, za, zb);
-    out.grad_a.resize(za.rows(), za.cols());
-    out.grad_b.resize(zb.rows(), zb.cols());
-    out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, ws);
-    return out;
-  }
-  template <typename DA, typename DB, typename GA, typename GB>
-  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Workspace<Scalar>& ws) const {
-    const auto r = detail::Engine<Scalar>::evaluate_grad(kernel(za.rows()), ws, options_, za, zb, grad_a, grad_b, kName);
-    return static_cast<Scalar>(r.first);
-  }
-
- private:
-  static constexpr const char* kName = "contrastive::Spectral";
-  using Kernel = detail::AdditiveKernel<Scalar, detail::SpectralTerms<Scalar>>;
-  Kernel kernel(Eigen::Index n) const {
-    const double m = static_cast<double>(n);
-    return Kernel(detail::SpectralTerms<Scalar>{}, Scalar(1), 1.0 / m, params_.cross_weight / (m * (m - 1)),
-                  params_.within_weight / (2 * m * (m - 1)), n);
-  }
-  SpectralParams params_;
   EngineOptions options_;
 };
 

@@ -11,5 +11,5 @@
 #include "engine.hpp"
 #include "infonce_family.hpp"
 #include "additive_family.hpp"
-#include "vrns.hpp"
+#include "combined.hpp"
 #include "diagnostics.hpp"

@@ -27,7 +27,14 @@ def siglip(za, zb, p):
     logits = p["logit_scale"] * u @ v.T + p["logit_bias"]
     n = za.shape[0]
     labels = 2 * torch.eye(n) - 1
-    return -F.logsigmoid(labels * logits).sum() / n
+    loss = -F.logsigmoid(labels * logits).sum() / n
+    c2 = p.get("within_weight", 0.0)
+    if c2:
+        # Def. 3.2's within-view term with SigLIP's psi: c2/(2n) sum_{i != j} softplus(t u_i.u_j + b) (and v)
+        off = ~torch.eye(n, dtype=torch.bool)
+        for w in (u, v):
+            loss = loss + c2 / (2 * n) * F.softplus(p["logit_scale"] * (w @ w.T)[off] + p["logit_bias"]).sum()
+    return loss
 
 
 def spectral(za, zb, p):
@@ -110,6 +117,10 @@ def main():
         emit(out, f"ntxent_vrns_{k}", "ntxent_vrns",
              {"temperature": [0.2, 0.5, 0.07][k % 3], "dataset_size": 50000, "target": 0.0, "power": 2.0,
               "lambda": [30.0, 1.0, 0.1][k % 3]}, za, zb, learn=("temperature",))
+    # SigLIP with within-view negatives (c2 > 0).
+    za, zb = uneven(9, 5, gen), uneven(9, 5, gen)
+    emit(out, "siglip_within", "siglip", {"logit_scale": 5.0, "logit_bias": -2.0, "within_weight": 1.0}, za, zb,
+         learn=("logit_scale", "logit_bias"))
     # Powers other than 2, a given target, and duplicated instances.
     za, zb = uneven(12, 6, gen), uneven(12, 6, gen)
     ids = [0, 1, 2, 3, 1, 4, 5, 0, 6, 7, 8, 1]

@@ -120,17 +120,20 @@ class AdditiveKernel {
     sl.value += multiplicity(t) * weight(t) * sum;
   }
 
-  /// Positive pairs; stat[0] = sum_i w_pos dpos(x_ii).
+  /// Positive pairs; stat[0] = sum_i w_pos dpos(x_ii) (dL/dbias of the
+  /// positives), stat[1] = sum_i w_pos dpos(x_ii) x_ii (their <dL/dK, K>).
   double finish(const RowMatrix<S>& W, ColArray<S>&, ColArray<S>&, ColArray<S>& stat) const {
-    stat.setZero(1);
+    stat.setZero(2);
     if (w_pos_ == 0.0) return 0.0;
-    double value = 0, dsum = 0;
+    double value = 0, dsum = 0, dxsum = 0;
     for (Eigen::Index i = 0; i < n_; ++i) {
       const S x = scale_ * W.row(i).dot(W.row(i + n_));
       value += static_cast<double>(terms_.pos(x));
       dsum += static_cast<double>(terms_.dpos(x));
+      dxsum += static_cast<double>(terms_.dpos(x) * x);
     }
     stat[0] = static_cast<S>(w_pos_ * dsum);
+    stat[1] = static_cast<S>(w_pos_ * dxsum);
     return w_pos_ * value;
   }
 
@@ -198,7 +201,8 @@ class AdditiveKernel {
 };
 
 /// Two kernels on the same tiles: the first decides the tiles' scale and
-/// masks; the second (an AdditiveKernel) reads them through its ratio.
+/// masks; the second (additive: AdditiveKernel or MixedKernel) reads them
+/// through its ratio.
 template <typename S, typename K1, typename K2>
 class SumKernel {
  public:
@@ -228,6 +232,7 @@ class SumKernel {
     k1_.pair_terms(W, stat, dW);
     k2_.pair_terms(W, stat2_, dW);
   }
+  const K2& second() const { return k2_; }
 
  private:
   const K1& k1_;
