@@ -230,9 +230,7 @@ class SigLIP {
   SigLIPResult<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
     Workspace<Scalar> ws;
     SigLIPResult<Scalar> out;
-    detail::check_views(kName, za, zb);
-    out.grad_a.resize(za.rows(), za.cols());
-    out.grad_b.resize(zb.rows(), zb.cols());
+    detail::size_result(out, kName, za, zb);
     out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_logit_scale, &out.grad_logit_bias, ws);
     return out;
   }

@@ -136,9 +136,7 @@ class Combined {
                                          const Ids* instance_ids = nullptr) const {
     Workspace<Scalar> ws;
     LossAndGradient<Scalar> out;
-    detail::check_views(name_, za, zb);
-    out.grad_a.resize(za.rows(), za.cols());
-    out.grad_b.resize(zb.rows(), zb.cols());
+    detail::size_result(out, name_, za, zb);
     out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, instance_ids);
     return out;
   }

@@ -75,5 +75,13 @@ void check_views(const char* where, const Eigen::MatrixBase<DA>& za, const Eigen
   }
 }
 
+/// Checks the views and sizes the gradients of an allocating result.
+template <typename Result, typename DA, typename DB>
+void size_result(Result& out, const char* where, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) {
+  check_views(where, za, zb);
+  out.grad_a.resize(za.rows(), za.cols());
+  out.grad_b.resize(zb.rows(), zb.cols());
+}
+
 }  // namespace detail
 }  // namespace contrastive
