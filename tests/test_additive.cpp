@@ -140,8 +140,8 @@ TEST_CASE("SigLIP, spectral, VRNS and WithVRNS gradients match central differenc
       check(r3.grad_a, r3.grad_b, [&](const MatD& a, const MatD& b) { return pen.value(a, b, id); });
       const auto r4 = comb.value_and_grad(za, zb, id);
       check(r4.grad_a, r4.grad_b, [&](const MatD& a, const MatD& b) { return comb.value(a, b, id); });
-      CHECK(near(r4.value, contrastive::DCL<double>(0.3).value(za, zb) + 5.0 * pen.value(za, zb, id), 1e-12));
-      CHECK(near(r4.grad_temperature, contrastive::DCL<double>(0.3).value_and_grad(za, zb).grad_temperature, 1e-10));
+      CHECK(near(r4.value, contrastive::DCL<double>(0.3).value(za, zb, id) + 5.0 * pen.value(za, zb, id), 1e-12));
+      CHECK(near(r4.grad_temperature, contrastive::DCL<double>(0.3).value_and_grad(za, zb, id).grad_temperature, 1e-10));
     }
   }
 }
@@ -196,7 +196,7 @@ TEST_CASE("a sum of several terms equals the sum of its parts, in one call", "[a
                                                  contrastive::LossTerm::make_siglip(gp, 0.2)});
   for (const std::vector<Eigen::Index>* id : {static_cast<const std::vector<Eigen::Index>*>(nullptr), &ids}) {
     const auto r = sum.value_and_grad(za, zb, id);
-    const auto rb = base.value_and_grad(za, zb);
+    const auto rb = base.value_and_grad(za, zb, id);
     const auto rv = contrastive::VRNS<double>(vp).value_and_grad(za, zb, id);
     const auto rs = contrastive::Combined<double>({contrastive::LossTerm::make_spectral(sp)}).value_and_grad(za, zb, id);
     const auto rg = contrastive::Combined<double>({contrastive::LossTerm::make_siglip(gp)}).value_and_grad(za, zb, id);

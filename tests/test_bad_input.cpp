@@ -128,3 +128,18 @@ TEST_CASE("zero rows give finite values and gradients (norm clamp)", "[bad-input
     CHECK(rz.grad_a.allFinite());
   }
 }
+
+TEST_CASE("instance ids of the wrong length or all equal are rejected", "[bad-input]") {
+  const MatD za = MatD::Random(4, 3), zb = MatD::Random(4, 3);
+  const std::vector<Eigen::Index> short_ids = {0, 1, 2}, same = {7, 7, 7, 7};
+  for (Preset p : kPresets) {
+    const auto loss = make_loss<double>(p, 0.5);
+    MatD ga = MatD::Constant(4, 3, 42.0), gb = MatD::Constant(4, 3, 43.0);
+    contrastive::Workspace<double> ws;
+    CHECK_THROWS_WITH(loss.value_and_grad(za, zb, ga, gb, nullptr, ws, &short_ids),
+                      Contains("'instance_ids'") && Contains("3 entries"));
+    CHECK_THROWS_WITH(loss.value(za, zb, &same), Contains("'instance_ids'") && Contains("no negative"));
+    CHECK((ga.array() == 42.0).all());
+    CHECK((gb.array() == 43.0).all());
+  }
+}

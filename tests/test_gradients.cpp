@@ -69,3 +69,25 @@ TEST_CASE("float gradients agree with double", "[gradient][float]") {
     CHECK(near(rf.grad_temperature, rd.grad_temperature, 1e-4));
   }
 }
+
+TEST_CASE("gradients with a false-negative mask match central differences", "[gradient]") {
+  std::mt19937_64 rng(9);
+  const std::vector<Eigen::Index> ids = {4, 1, 4, 2, 1, 0, 4};
+  for (Preset p : kPresets) {
+    INFO(preset_name(p));
+    contrastive::EngineOptions opt;
+    opt.tile_size = 3;
+    const auto loss = make_loss<double>(p, 0.3, opt);
+    const MatD za = uneven_rows(7, 4, rng), zb = uneven_rows(7, 4, rng);
+    const auto r = loss.value_and_grad(za, zb, &ids);
+    const MatD fa = central_difference([&](const MatD& x) { return loss.value(x, zb, &ids); }, za);
+    const MatD fb = central_difference([&](const MatD& x) { return loss.value(za, x, &ids); }, zb);
+    for (Eigen::Index i = 0; i < 7; ++i) {
+      CHECK(near(r.grad_a.row(i), fa.row(i), 1e-6, 1e-2 / za.row(i).norm()));
+      CHECK(near(r.grad_b.row(i), fb.row(i), 1e-6, 1e-2 / zb.row(i).norm()));
+    }
+    // Distinct ids change nothing.
+    const std::vector<Eigen::Index> distinct = {9, 8, 7, 6, 5, 4, 3};
+    CHECK(near(loss.value(za, zb, &distinct), loss.value(za, zb), 1e-14));
+  }
+}

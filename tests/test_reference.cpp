@@ -25,7 +25,7 @@ Preset preset_of(const std::string& s) {
 
 TEST_CASE("InfoNCE family matches PyTorch autograd to 1e-10 (double)", "[reference]") {
   const auto cases = load_cases();
-  REQUIRE(cases.size() == 35);
+  REQUIRE(cases.size() == 40);
   // Each case under three engine set-ups: one tile, small tiles cached, small tiles streamed.
   contrastive::EngineOptions one_tile, cached, streamed;
   cached.tile_size = 2;
@@ -35,9 +35,10 @@ TEST_CASE("InfoNCE family matches PyTorch autograd to 1e-10 (double)", "[referen
     for (const auto& opt : {one_tile, cached, streamed}) {
       INFO(c.name << " tile " << opt.tile_size << " budget " << opt.memory_budget_bytes);
       const auto loss = make_loss<double>(preset_of(c.loss), c.param.at("temperature"), opt);
-      const auto r = loss.value_and_grad(c.za, c.zb);
+      const std::vector<Eigen::Index>* ids = c.ids.empty() ? nullptr : &c.ids;
+      const auto r = loss.value_and_grad(c.za, c.zb, ids);
       CHECK(near(r.value, c.value, 1e-10));
-      CHECK(near(loss.value(c.za, c.zb), c.value, 1e-10));
+      CHECK(near(loss.value(c.za, c.zb, ids), c.value, 1e-10));
       // The floor only matters for d = 1, where the exact gradient is 0 and
       // both sides hold round-off of ~1e-16 (absolute floor 1e-14, while
       // the gradients of every other case are O(1e-2) or larger).
@@ -54,7 +55,7 @@ TEST_CASE("float agrees with the PyTorch double reference to 1e-4", "[reference]
     if (c.d == 1) continue;  // exact gradient 0: float round-off of the tangent projection only
     INFO(c.name);
     const auto loss = make_loss<float>(preset_of(c.loss), c.param.at("temperature"));
-    const auto r = loss.value_and_grad(c.za.cast<float>(), c.zb.cast<float>());
+    const auto r = loss.value_and_grad(c.za.cast<float>(), c.zb.cast<float>(), c.ids.empty() ? nullptr : &c.ids);
     CHECK(near(r.value, c.value, 1e-4));
     CHECK(near(r.grad_a, c.grad_a, 1e-4, 1e-30));
     CHECK(near(r.grad_b, c.grad_b, 1e-4, 1e-30));

@@ -11,7 +11,7 @@
 // for p = 2 this is the authors' "mean over negative pairs of (s - delta)^2".
 //
 // Instance ids (optional, one per row) remove the pairs of equal ids from the
-// negatives of every additive term (not from the InfoNCE-family base).
+// negatives of the base and of every additive term.
 //
 // dL/dtau of a sum is that of its base: by Euler's identity,
 // sum_r w_r . dL/dw_r = 2 <dL/dK, K>, and the terms' own share of <dL/dK, K>
@@ -115,7 +115,7 @@ class Combined {
 
   const std::vector<LossTerm>& terms() const { return terms_; }
 
-  /// Value; `instance_ids` (one per row, optional): equal ids are not negatives of the terms.
+  /// Value; `instance_ids` (one per row, optional): equal ids are never negatives.
   template <typename DA, typename DB>
   Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Ids* instance_ids = nullptr) const {
     Workspace<Scalar> ws;
@@ -175,7 +175,7 @@ class Combined {
       mixed.share_tiles_with_scale(Scalar(1));
       return f(mixed, mixed);
     }
-    const detail::InfoNCEKernel<Scalar> k1(base_->params(), n);
+    const detail::InfoNCEKernel<Scalar> k1(base_->params(), n, ids ? ids->data() : nullptr);
     const detail::SumKernel<Scalar, detail::InfoNCEKernel<Scalar>, detail::MixedKernel<Scalar>> k(k1, mixed);
     return f(k, k.second());
   }

@@ -29,6 +29,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -81,8 +82,9 @@ namespace detail {
 template <typename S>
 class InfoNCEKernel {
  public:
-  InfoNCEKernel(const InfoNCEFamilyParams& p, Eigen::Index n)
+  InfoNCEKernel(const InfoNCEFamilyParams& p, Eigen::Index n, const Eigen::Index* ids = nullptr)
       : n_(n),
+        ids_(ids),
         inv_tau_(static_cast<S>(1.0 / p.temperature)),
         log_c1_(log_weight(p.cross_weight)),
         log_c2_(log_weight(p.within_weight)),
@@ -102,8 +104,14 @@ class InfoNCEKernel {
   S logit_scale() const { return inv_tau_; }
 
   void prepare(TileRef<S> X, const Tile& t) const {
-    // Self-similarities are never terms; positives are added per pair (O(n d)).
-    if (t.same_chunk) X.matrix().diagonal().setConstant(-std::numeric_limits<S>::infinity());
+    // Self-similarities are never terms; positives are added per pair (O(n d));
+    // with instance ids, no pair of equal ids is a negative.
+    const S ninf = -std::numeric_limits<S>::infinity();
+    if (ids_) {
+      for (Eigen::Index j = 0; j < t.nc; ++j) mask_equal_ids(X.col(j), ids_, n_, t, j, ninf);
+    } else if (t.same_chunk) {
+      X.matrix().diagonal().setConstant(ninf);
+    }
   }
 
   void reduce(const TileRef<S>& X, const Tile& t, ThreadSlot<S>& sl) const {
@@ -191,6 +199,7 @@ class InfoNCEKernel {
   Eigen::Index partner(Eigen::Index r) const { return r < n_ ? r + n_ : r - n_; }
 
   Eigen::Index n_;
+  const Eigen::Index* ids_;
   S inv_tau_, log_c1_, log_c2_;
   bool c1_, c2_, pos_, sym_;
   double a_[2];
@@ -225,25 +234,30 @@ class InfoNCEFamily {
     params_.temperature = tau;
   }
 
-  /// Loss value only (no gradient pass).
+  using Ids = std::vector<Eigen::Index>;
+
+  /// Loss value only (no gradient pass).  `instance_ids` (optional, one per
+  /// row): pairs of equal ids are never negatives (false-negative mask).
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Ids* instance_ids = nullptr) const {
     Workspace<Scalar> ws;
-    return value(za, zb, ws);
+    return value(za, zb, ws, instance_ids);
   }
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws) const {
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows());
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
+               const Ids* instance_ids = nullptr) const {
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), checked_ids(za, zb, instance_ids));
     return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel, ws, options_, za, zb, name_));
   }
 
   /// Value and all gradients, allocating the outputs.
   template <typename DA, typename DB>
-  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
+  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                         const Ids* instance_ids = nullptr) const {
     Workspace<Scalar> ws;
     LossAndGradient<Scalar> out;
     detail::size_result(out, name_, za, zb);
-    out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws);
+    out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, instance_ids);
     return out;
   }
 
@@ -255,14 +269,24 @@ class InfoNCEFamily {
   template <typename DA, typename DB, typename GA, typename GB>
   Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                         const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_temperature, Workspace<Scalar>& ws) const {
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows());
+                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Ids* instance_ids = nullptr) const {
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), checked_ids(za, zb, instance_ids));
     const auto r = detail::Engine<Scalar>::evaluate_grad(kernel, ws, options_, za, zb, grad_a, grad_b, name_);
     if (grad_temperature) *grad_temperature = static_cast<Scalar>(-r.second / (2.0 * params_.temperature));
     return static_cast<Scalar>(r.first);
   }
 
  private:
+  // Views first (their errors come first), then the ids.
+  template <typename DA, typename DB>
+  const Eigen::Index* checked_ids(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                  const Ids* ids) const {
+    if (!ids) return nullptr;
+    detail::check_views(name_, za, zb);
+    detail::count_negatives(name_, za.rows(), ids);
+    return ids->data();
+  }
+
   InfoNCEFamilyParams params_;
   EngineOptions options_;
   const char* name_;

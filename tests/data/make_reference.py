@@ -21,13 +21,23 @@ def normalize(z):
     return F.normalize(z, dim=1, eps=1e-12)
 
 
-def ntxent_lightly(za, zb, tau):
+def same_id(ids, n):
+    # [n x n] True where two instances share an id and are different rows.
+    if ids is None:
+        return torch.zeros(n, n, dtype=torch.bool)
+    t = torch.tensor(ids)
+    return (t.reshape(-1, 1) == t.reshape(1, -1)) & ~torch.eye(n, dtype=torch.bool)
+
+
+def ntxent_lightly(za, zb, tau, ids=None):
     # SimCLR as lightly's NTXentLoss: 2n anchors, logits against the 2n-1 others,
     # cross entropy with the other view as target, mean over 2n anchors.
+    # With ids: other pairs of equal ids are removed (false-negative mask).
     n = za.shape[0]
     w = torch.cat([normalize(za), normalize(zb)], 0)
     logits = w @ w.T / tau
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+    logits = logits.masked_fill(same_id(ids, n).repeat(2, 2), float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
     return F.cross_entropy(logits, target)
 
@@ -50,23 +60,24 @@ def ntxent_pml(za, zb, tau):
     return torch.stack(losses).mean()
 
 
-def infonce_oneway(za, zb, tau):
+def infonce_oneway(za, zb, tau, ids=None):
     # info-nce-pytorch InfoNCE(temperature=tau) without negative keys:
     # logits = q @ k^T, labels = arange(n), cross entropy, mean over n queries.
     q, k = normalize(za), normalize(zb)
-    return F.cross_entropy(q @ k.T / tau, torch.arange(za.shape[0]))
+    logits = (q @ k.T / tau).masked_fill(same_id(ids, za.shape[0]), float("-inf"))
+    return F.cross_entropy(logits, torch.arange(za.shape[0]))
 
 
-def clip_openclip(za, zb, tau):
+def clip_openclip(za, zb, tau, ids=None):
     # open_clip ClipLoss on normalised features, logit_scale = 1/tau:
     # (CE(image logits) + CE(text logits)) / 2.
     u, v = normalize(za), normalize(zb)
-    logits = (1.0 / tau) * u @ v.T
+    logits = ((1.0 / tau) * u @ v.T).masked_fill(same_id(ids, za.shape[0]), float("-inf"))
     labels = torch.arange(za.shape[0])
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
-def dcl_lightly(za, zb, tau):
+def dcl_lightly(za, zb, tau, ids=None):
     # lightly's DCLLoss (no weight function): for each direction, the negative
     # term is one logsumexp over the union of the n-1 within-view and n-1
     # cross-view negatives, the positive term is -s_ii/tau; mean, then the
@@ -76,6 +87,8 @@ def dcl_lightly(za, zb, tau):
         s_xx = x @ x.T / tau
         s_xy = x @ y.T / tau
         off = ~torch.eye(n, dtype=torch.bool)
+        mask = same_id(ids, n)
+        s_xx, s_xy = s_xx.masked_fill(mask, float("-inf")), s_xy.masked_fill(mask, float("-inf"))
         neg = torch.cat([s_xx[off].view(n, n - 1), s_xy[off].view(n, n - 1)], 1)
         return (-s_xy.diag() + torch.logsumexp(neg, 1)).mean()
 
@@ -83,12 +96,12 @@ def dcl_lightly(za, zb, tau):
     return 0.5 * (one(u, v) + one(v, u))
 
 
-def dhel(za, zb, tau):
+def dhel(za, zb, tau, ids=None):
     # DHEL (paper notes, Def. 3.1 with psi = log, c1 = 0, c2 = 1), symmetric:
     # -s_ii/tau + logsumexp_{j != i} u_i.u_j / tau, and the same for v.
     def one(x, y):
         n = x.shape[0]
-        s_xx = x @ x.T / tau
+        s_xx = (x @ x.T / tau).masked_fill(same_id(ids, n), float("-inf"))
         off = ~torch.eye(n, dtype=torch.bool)
         return (-(x * y).sum(1) / tau + torch.logsumexp(s_xx[off].view(n, n - 1), 1)).mean()
 
@@ -112,15 +125,17 @@ def uneven(n, d, gen):
     return z * scale
 
 
-def emit(f, name, loss, tau, za, zb):
+def emit(f, name, loss, tau, za, zb, ids=None):
     ta = torch.tensor(za.tolist(), requires_grad=True)
     tb = torch.tensor(zb.tolist(), requires_grad=True)
     tt = torch.tensor(tau, requires_grad=True)
-    value = LOSSES[loss](ta, tb, tt)
+    value = LOSSES[loss](ta, tb, tt, ids)
     value.backward()
     n, d = za.shape
     fmt = lambda t: " ".join(repr(float(x)) for x in t.reshape(-1).tolist())
     f.write(f"case {name} {loss} {tau!r} {n} {d}\n")
+    if ids is not None:
+        f.write("ids " + " ".join(str(i) for i in ids) + "\n")
     f.write(f"za {fmt(za)}\n")
     f.write(f"zb {fmt(zb)}\n")
     f.write(f"value {float(value)!r}\n")
@@ -144,6 +159,12 @@ def main():
     zb[1] = zb[4]
     for loss in LOSSES:
         emit(out, f"{loss}_degenerate", loss, 0.3, za, zb)
+
+    # False-negative masks: duplicated instances share an id.
+    za, zb = uneven(10, 6, gen), uneven(10, 6, gen)
+    ids = [0, 1, 2, 0, 3, 4, 1, 5, 0, 6]
+    for loss in LOSSES:
+        emit(out, f"{loss}_ids", loss, 0.2, za, zb, ids)
 
     # Cross-check of the two NT-Xent formulations (they must agree).
     za, zb = uneven(9, 6, gen), uneven(9, 6, gen)

@@ -57,16 +57,19 @@ def vrns(za, zb, p, ids):
     return ((s - delta).abs() ** p["power"]).mean()
 
 
-def ntxent(za, zb, tau):
+def ntxent(za, zb, tau, ids):
+    # NT-Xent with the false-negative mask: other pairs of equal ids removed.
     n = za.shape[0]
     w = torch.cat([normalize(za), normalize(zb)], 0)
-    logits = (w @ w.T / tau).masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+    t = torch.tensor(ids)
+    same = ((t.reshape(-1, 1) == t.reshape(1, -1)) & ~torch.eye(n, dtype=torch.bool)).repeat(2, 2)
+    logits = (w @ w.T / tau).masked_fill(torch.eye(2 * n, dtype=torch.bool) | same, float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
     return F.cross_entropy(logits, target)
 
 
 def ntxent_vrns(za, zb, p, ids):
-    return ntxent(za, zb, p["temperature"]) + p["lambda"] * vrns(za, zb, p, ids)
+    return ntxent(za, zb, p["temperature"], ids) + p["lambda"] * vrns(za, zb, p, ids)
 
 
 def uneven(n, d, gen):

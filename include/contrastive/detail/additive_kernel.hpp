@@ -184,9 +184,7 @@ class AdditiveKernel {
   template <typename V>
   void mask(V&& v, const Tile& t, Eigen::Index j) const {
     if (ids_) {
-      const Eigen::Index idj = ids_[(t.c0 + j) % n_];
-      const Eigen::Index r0 = t.r0 % n_;
-      for (Eigen::Index i = 0; i < t.nr; ++i) v[i] = ids_[r0 + i] == idj ? S(0) : v[i];
+      mask_equal_ids(v, ids_, n_, t, j, S(0));
     } else if (t.same_chunk) {
       v[j] = S(0);
     }

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cmath>
+#include <map>
+#include <vector>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -73,6 +75,22 @@ void check_views(const char* where, const Eigen::MatrixBase<DA>& za, const Eigen
     os << "has " << za.rows() << " rows: at least " << min_rows << " samples are needed for a negative";
     fail(where, "za", os.str());
   }
+}
+
+/// Validates optional instance ids and returns the number of ordered
+/// cross-view negative pairs: n^2 - sum over ids of (count)^2 (n(n-1) without ids).
+inline double count_negatives(const char* where, Eigen::Index n, const std::vector<Eigen::Index>* ids) {
+  if (!ids) return static_cast<double>(n) * static_cast<double>(n - 1);
+  if (static_cast<Eigen::Index>(ids->size()) != n)
+    fail(where, "instance_ids",
+         "has " + std::to_string(ids->size()) + " entries but the batch has " + std::to_string(n) + " rows");
+  std::map<Eigen::Index, double> counts;
+  for (Eigen::Index id : *ids) counts[id] += 1.0;
+  double same = 0;
+  for (const auto& c : counts) same += c.second * c.second;
+  const double negatives = static_cast<double>(n) * static_cast<double>(n) - same;
+  if (negatives <= 0) fail(where, "instance_ids", "gives every pair the same id: there is no negative pair");
+  return negatives;
 }
 
 /// Checks the views and sizes the gradients of an allocating result.

@@ -72,6 +72,17 @@ inline void reduce_cols(const TileRef<S>& X, S log_w, ColArray<S>& m, ColArray<S
   }
 }
 
+/// Writes `fill` into the entries of column j of a tile whose rows carry the
+/// same instance id as the column (ids are per instance: row r of W has
+/// ids[r mod n]).  The one masking rule of every loss that takes ids.
+template <typename V, typename S>
+inline void mask_equal_ids(V&& column, const Eigen::Index* ids, Eigen::Index n, const Tile& t, Eigen::Index j,
+                           S fill) {
+  const Eigen::Index idj = ids[(t.c0 + j) % n];
+  const Eigen::Index r0 = t.r0 % n;
+  for (Eigen::Index i = 0; i < t.nr; ++i) column[i] = ids[r0 + i] == idj ? fill : column[i];
+}
+
 inline int resolve_threads(int requested) {
 #ifdef _OPENMP
   return requested > 0 ? requested : omp_get_max_threads();
