@@ -91,3 +91,36 @@ TEST_CASE("gradients with a false-negative mask match central differences", "[gr
     CHECK(near(loss.value(za, zb, &distinct), loss.value(za, zb), 1e-14));
   }
 }
+
+TEST_CASE("SupCon: central differences; distinct labels give NT-Xent; bad labels", "[gradient][supcon]") {
+  std::mt19937_64 rng(10);
+  const std::vector<Eigen::Index> labels = {3, 1, 3, 2, 1, 3, 0};
+  contrastive::EngineOptions opt;
+  opt.tile_size = 2;
+  const contrastive::SupCon<double> loss(0.2, opt);
+  const MatD za = uneven_rows(7, 4, rng), zb = uneven_rows(7, 4, rng);
+  const auto r = loss.value_and_grad(za, zb, labels);
+  const MatD fa = central_difference([&](const MatD& x) { return loss.value(x, zb, labels); }, za);
+  const MatD fb = central_difference([&](const MatD& x) { return loss.value(za, x, labels); }, zb);
+  for (Eigen::Index i = 0; i < 7; ++i) {
+    CHECK(near(r.grad_a.row(i), fa.row(i), 1e-6, 1e-2 / za.row(i).norm()));
+    CHECK(near(r.grad_b.row(i), fb.row(i), 1e-6, 1e-2 / zb.row(i).norm()));
+  }
+  const double h = 1e-7;
+  CHECK(near(r.grad_temperature,
+             (contrastive::SupCon<double>(0.2 + h).value(za, zb, labels) - contrastive::SupCon<double>(0.2 - h).value(za, zb, labels)) / (2 * h),
+             1e-6, 1e-6));
+  const std::vector<Eigen::Index> distinct = {0, 1, 2, 3, 4, 5, 6};
+  const auto s = loss.value_and_grad(za, zb, distinct);
+  const auto nt = contrastive::NTXent<double>(0.2).value_and_grad(za, zb);
+  CHECK(near(s.value, nt.value, 1e-13));
+  CHECK(near(s.grad_a, nt.grad_a, 1e-12));
+  CHECK(near(s.grad_temperature, nt.grad_temperature, 1e-12));
+  MatD ga = MatD::Constant(7, 4, 42.0), gb = MatD::Constant(7, 4, 43.0);
+  contrastive::Workspace<double> ws;
+  const std::vector<Eigen::Index> short_labels = {0, 1};
+  CHECK_THROWS_WITH(loss.value_and_grad(za, zb, short_labels, ga, gb, nullptr, ws),
+                    Catch::Matchers::Contains("'labels'") && Catch::Matchers::Contains("2 entries"));
+  CHECK_THROWS_WITH(contrastive::SupCon<double>(-1.0), Catch::Matchers::Contains("'temperature'"));
+  CHECK((ga.array() == 42.0).all());
+}

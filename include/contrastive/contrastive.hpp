@@ -13,3 +13,4 @@
 #include "additive_family.hpp"
 #include "combined.hpp"
 #include "diagnostics.hpp"
+#include "supcon.hpp"

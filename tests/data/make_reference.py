@@ -109,6 +109,22 @@ def dhel(za, zb, tau, ids=None):
     return 0.5 * (one(u, v) + one(v, u))
 
 
+def supcon_pml(za, zb, tau, labels):
+    # pytorch-metric-learning's SupConLoss on cat(za, zb) with labels cat(y, y):
+    # per anchor, log-softmax over all non-self samples, averaged over the
+    # anchor's positives (same label, not itself); mean over anchors with a
+    # positive.
+    n = za.shape[0]
+    w = torch.cat([normalize(za), normalize(zb)], 0)
+    y = torch.tensor(labels).repeat(2)
+    sim = w @ w.T / tau
+    self_mask = torch.eye(2 * n, dtype=torch.bool)
+    pos = (y.reshape(-1, 1) == y.reshape(1, -1)) & ~self_mask
+    log_prob = sim - torch.logsumexp(sim.masked_fill(self_mask, float("-inf")), 1, keepdim=True)
+    per_anchor = -(log_prob * pos).sum(1) / pos.sum(1)
+    return per_anchor[pos.sum(1) > 0].mean()
+
+
 LOSSES = {
     "ntxent": ntxent_lightly,
     "infonce": infonce_oneway,
@@ -165,6 +181,15 @@ def main():
     ids = [0, 1, 2, 0, 3, 4, 1, 5, 0, 6]
     for loss in LOSSES:
         emit(out, f"{loss}_ids", loss, 0.2, za, zb, ids)
+
+    # SupCon with several positives per anchor, and with distinct labels.
+    LOSSES["supcon"] = supcon_pml
+    for k, (n, d, tau) in enumerate([(3, 2, 0.1), (8, 5, 0.1), (20, 9, 0.3)]):
+        za, zb = uneven(n, d, gen), uneven(n, d, gen)
+        labels = [int(x) for x in torch.randint(0, max(2, n // 3), (n,), generator=gen)]
+        emit(out, f"supcon_{k}", "supcon", tau, za, zb, labels)
+    za, zb = uneven(6, 4, gen), uneven(6, 4, gen)
+    emit(out, "supcon_distinct", "supcon", 0.5, za, zb, [5, 4, 3, 2, 1, 0])
 
     # Cross-check of the two NT-Xent formulations (they must agree).
     za, zb = uneven(9, 6, gen), uneven(9, 6, gen)

@@ -1,0 +1,156 @@
+// contrastive — supervised contrastive loss (SupCon): labels give every
+// anchor several positives.
+// SPDX-License-Identifier: MIT
+//
+// The 2n rows of [U; V] are the anchors; row r has label c(r) (the label of
+// its instance, shared by both views), P(r) = {q != r : c(q) = c(r)} its
+// positives (|P| = 2 count(c) - 1, the other view included):
+//
+//   l_r = log sum_{q != r} e^{x_rq} - 1/|P(r)| sum_{p in P(r)} x_rp,   x = K / tau,
+//   L   = mean over the 2n anchors (all have a positive: their other view),
+//
+// as pytorch-metric-learning's SupConLoss computes it on cat(za, zb) with
+// labels cat(y, y) (its default reducer averages the anchors with a positive).
+//
+// On the engine this is NT-Xent (same log-sum-exp over every non-self pair)
+// plus an O(n d) correction through the class sums C_c = sum_{c(q) = c} w_q:
+//   sum_{p in P(r)} x_rp = w_r . (C_c(r) - w_r) / tau,
+//   dL/dw_q gains (2a/tau) (w_pos(q) - (C_c(q) - w_q) / |P_c(q)|),  a = 1/(2n).
+#pragma once
+
+#include <map>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "detail/checks.hpp"
+#include "engine.hpp"
+#include "infonce_family.hpp"
+
+namespace contrastive {
+namespace detail {
+
+template <typename S>
+class SupConKernel : public InfoNCEKernel<S> {
+  using Base = InfoNCEKernel<S>;
+
+ public:
+  SupConKernel(double temperature, Eigen::Index n, const std::vector<Eigen::Index>& labels)
+      : Base(InfoNCEFamilyParams{temperature, 1.0, 1.0, true, Direction::Symmetric}, n),
+        n_(n),
+        inv_tau_(static_cast<S>(1.0 / temperature)),
+        a_(1.0 / (2.0 * static_cast<double>(n))) {
+    std::map<Eigen::Index, Eigen::Index> index;
+    cls_.resize(static_cast<std::size_t>(n));
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const auto it = index.emplace(labels[static_cast<std::size_t>(i)], static_cast<Eigen::Index>(index.size())).first;
+      cls_[static_cast<std::size_t>(i)] = it->second;
+    }
+    positives_.setZero(static_cast<Eigen::Index>(index.size()));
+    for (Eigen::Index c : cls_) positives_[c] += S(2);
+    positives_ -= S(1);  // both views of each member, minus the anchor itself
+  }
+
+  double finish(const RowMatrix<S>& W, ColArray<S>& m, ColArray<S>& s, ColArray<S>& stat) const {
+    double value = Base::finish(W, m, s, stat);  // mean of lse_r - x_{r, pos(r)}
+    class_sums(W);
+    for (Eigen::Index r = 0; r < 2 * n_; ++r) {
+      const Eigen::Index c = cls_[static_cast<std::size_t>(r % n_)];
+      const S x_pos = inv_tau_ * W.row(r).dot(W.row((r + n_) % (2 * n_)));
+      const S x_mean = inv_tau_ * W.row(r).dot(sums_.row(c) - W.row(r)) / positives_[c];
+      value += a_ * static_cast<double>(x_pos - x_mean);
+    }
+    return value;
+  }
+
+  void pair_terms(const RowMatrix<S>& W, const ColArray<S>& stat, RowMatrix<S>& dW) const {
+    Base::pair_terms(W, stat, dW);
+    const S g = static_cast<S>(2.0 * a_) * inv_tau_;
+    for (Eigen::Index q = 0; q < 2 * n_; ++q) {
+      const Eigen::Index c = cls_[static_cast<std::size_t>(q % n_)];
+      dW.row(q) += g * (W.row((q + n_) % (2 * n_)) - (sums_.row(c) - W.row(q)) / positives_[c]);
+    }
+  }
+
+ private:
+  void class_sums(const RowMatrix<S>& W) const {
+    sums_.setZero(positives_.size(), W.cols());
+    for (Eigen::Index r = 0; r < 2 * n_; ++r) sums_.row(cls_[static_cast<std::size_t>(r % n_)]) += W.row(r);
+  }
+
+  Eigen::Index n_;
+  S inv_tau_;
+  double a_;
+  std::vector<Eigen::Index> cls_;  // class index of each instance
+  ColArray<S> positives_;          // |P| of each class
+  mutable RowMatrix<S> sums_;      // C_c
+};
+
+}  // namespace detail
+
+/// Supervised contrastive loss over both views (see the formula above).
+/// Default tau = 0.1 (pytorch-metric-learning's default).
+template <typename Scalar>
+class SupCon {
+ public:
+  using Labels = std::vector<Eigen::Index>;
+
+  explicit SupCon(double temperature = 0.1, const EngineOptions& options = {})
+      : temperature_(temperature), options_(options) {
+    detail::check_positive_finite(kName, "temperature", temperature_);
+    options_.check();
+  }
+  double temperature() const { return temperature_; }
+
+  /// `labels`: one class label per row (per instance), shared by both views.
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Labels& labels) const {
+    Workspace<Scalar> ws;
+    return value(za, zb, labels, ws);
+  }
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Labels& labels,
+               Workspace<Scalar>& ws) const {
+    check_labels(za, zb, labels);
+    const detail::SupConKernel<Scalar> k(temperature_, za.rows(), labels);
+    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, ws, options_, za, zb, kName));
+  }
+
+  template <typename DA, typename DB>
+  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                         const Labels& labels) const {
+    Workspace<Scalar> ws;
+    LossAndGradient<Scalar> out;
+    detail::size_result(out, kName, za, zb);
+    out.value = value_and_grad(za, zb, labels, out.grad_a, out.grad_b, &out.grad_temperature, ws);
+    return out;
+  }
+
+  /// Caller-owned outputs; `grad_temperature` may be null.
+  template <typename DA, typename DB, typename GA, typename GB>
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Labels& labels,
+                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                        Scalar* grad_temperature, Workspace<Scalar>& ws) const {
+    check_labels(za, zb, labels);
+    const detail::SupConKernel<Scalar> k(temperature_, za.rows(), labels);
+    const auto r = detail::Engine<Scalar>::evaluate_grad(k, ws, options_, za, zb, grad_a, grad_b, kName);
+    if (grad_temperature) *grad_temperature = static_cast<Scalar>(-r.second / (2.0 * temperature_));
+    return static_cast<Scalar>(r.first);
+  }
+
+ private:
+  static constexpr const char* kName = "contrastive::SupCon";
+  template <typename DA, typename DB>
+  static void check_labels(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Labels& labels) {
+    detail::check_views(kName, za, zb);
+    if (static_cast<Eigen::Index>(labels.size()) != za.rows())
+      detail::fail(kName, "labels",
+                   "has " + std::to_string(labels.size()) + " entries but the batch has " + std::to_string(za.rows()) +
+                       " rows");
+  }
+
+  double temperature_;
+  EngineOptions options_;
+};
+
+}  // namespace contrastive
