@@ -62,6 +62,7 @@ TEST_CASE("additive family, VRNS and NT-Xent + VRNS match PyTorch autograd to 1e
   streamed.tile_size = 3;
   streamed.memory_budget_bytes = 0;
   streamed.num_threads = 2;
+  streamed.parallel_threshold = 0;  // thread even these tiny batches
   for (const auto& c : cases) {
     for (const auto& o : {one_tile, cached, streamed}) {
       INFO(c.name << " tile " << o.tile_size << " budget " << o.memory_budget_bytes);
@@ -168,6 +169,7 @@ TEST_CASE("additive losses: float agrees with double, threads and streaming agre
     contrastive::EngineOptions o;
     o.tile_size = 7;
     o.num_threads = threads;
+    o.parallel_threshold = 0;
     o.memory_budget_bytes = threads == 2 ? 0 : std::size_t(1) << 30;
     const auto r = contrastive::WithVRNS<double>(contrastive::NTXent<double>(0.2, o), vp, 30).value_and_grad(za, zb);
     CHECK(near(r.value, cd.value, 1e-13));

@@ -22,11 +22,15 @@ TEST_CASE("materialised, streamed and threaded paths agree to round-off", "[engi
           o.tile_size = tile;
           o.memory_budget_bytes = budget;
           o.num_threads = threads;
+          o.parallel_threshold = 0;  // thread even this small batch
           contrastive::Workspace<double> ws;
           MatD ga(53, 9), gb(53, 9);
           double gt = 0;
           const double v = make_loss<double>(p, 0.2, o).value_and_grad(za, zb, ga, gb, &gt, ws);
           CHECK(ws.last_call_streamed() == (budget == 0));
+#ifdef _OPENMP
+          CHECK(ws.last_call_threads() == threads);
+#endif
           CHECK(near(v, ref.value, 1e-13));
           CHECK(near(ga, ref.grad_a, 1e-12));
           CHECK(near(gb, ref.grad_b, 1e-12));
@@ -98,4 +102,17 @@ TEST_CASE("float stays finite and within 1e-4 of double for tau down to 0.01 and
       }
     }
   }
+}
+
+TEST_CASE("tiny batches run on one thread below the parallel threshold", "[engine]") {
+  std::mt19937_64 rng(35);
+  const MatD za = uneven_rows(64, 8, rng), zb = uneven_rows(64, 8, rng);
+  contrastive::EngineOptions o;
+  o.num_threads = 2;
+  contrastive::Workspace<double> ws;
+  MatD ga(64, 8), gb(64, 8);
+  contrastive::NTXent<double>(0.5, o).value_and_grad(za, zb, ga, gb, nullptr, ws);
+  CHECK(ws.last_call_threads() == 1);  // 64 x 8: ~66k multiply-adds, far below 2^22
+  o.parallel_threshold = -1;
+  CHECK_THROWS_WITH(contrastive::NTXent<double>(0.5, o), Catch::Matchers::Contains("'parallel_threshold'"));
 }

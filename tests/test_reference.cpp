@@ -71,6 +71,7 @@ TEST_CASE("SupCon matches pytorch-metric-learning's SupConLoss (PyTorch autograd
   streamed.tile_size = 3;
   streamed.memory_budget_bytes = 0;
   streamed.num_threads = 2;
+  streamed.parallel_threshold = 0;  // thread even these tiny batches
   for (const auto& c : load_cases()) {
     if (c.loss != "supcon") continue;
     ++seen;

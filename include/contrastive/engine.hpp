@@ -41,11 +41,18 @@ struct EngineOptions {
   /// own GEMM threads are switched off inside the tile loop, so the two never
   /// oversubscribe the cores.
   int num_threads = 0;
+  /// Below this many multiply-adds in the similarity tiles (n_tiles * tile^2
+  /// * d) a call runs on one thread: waking threads costs more than it saves
+  /// on tiny batches, and idle OpenMP workers spinning after a short
+  /// parallel region slow down the caller's own serial work.  Default 2^22.
+  double parallel_threshold = 4194304.0;
 
   /// Throws std::invalid_argument naming the offending field.
   void check() const {
     const char* where = "contrastive::EngineOptions";
     if (tile_size < 1) detail::fail_field(where, "tile_size", "must be >= 1 " + detail::got(tile_size));
+    if (!(parallel_threshold >= 0))
+      detail::fail_field(where, "parallel_threshold", "must be >= 0 " + detail::got(parallel_threshold));
     if (num_threads < 0)
       detail::fail_field(where, "num_threads", "must be >= 0 (0 = OpenMP default) " + detail::got(num_threads));
   }

@@ -163,7 +163,11 @@ class Engine {
     if (n < 2 * opt.tile_size && n >= 128) chunk = ((n + 1) / 2 + 7) / 8 * 8;
     build_tiles(kernel, ws, n, chunk);
     const long ntiles = static_cast<long>(ws.tiles_.size());
-    const int threads = static_cast<int>(std::max<long>(1, std::min<long>(resolve_threads(opt.num_threads), ntiles)));
+    double work = 0;
+    for (const auto& t : ws.tiles_) work += static_cast<double>(t.nr * t.nc) * static_cast<double>(d);
+    const int threads = work < opt.parallel_threshold
+                            ? 1
+                            : static_cast<int>(std::max<long>(1, std::min<long>(resolve_threads(opt.num_threads), ntiles)));
     ws.threads_ = threads;
 
     ws.slots_.resize(static_cast<std::size_t>(threads));
@@ -193,7 +197,7 @@ class Engine {
     const S scale = kernel.logit_scale();
     // ---- pass 1: similarity tiles and the per-row reductions -------------
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
       make_eigen_serial();
@@ -219,7 +223,7 @@ class Engine {
 
     // ---- pass 2: tile gradients pushed back through two GEMMs ------------
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
       make_eigen_serial();
