@@ -58,6 +58,8 @@ TEST_CASE("a reused workspace keeps its buffers and its results", "[engine]") {
     CHECK(v == v1);
     CHECK(ga == ga1);
     CHECK(ws.bytes() == bytes);
+    CHECK(loss.value(za, zb, ws) == Approx(v1).epsilon(1e-14));  // a value call keeps the tile cache
+    CHECK(ws.bytes() == bytes);
   }
 }
 

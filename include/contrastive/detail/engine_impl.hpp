@@ -189,7 +189,9 @@ class Engine {
     if (cache) {
       ws.cache_.resize(ws.tiles_.size());
       for (std::size_t t = 0; t < ws.tiles_.size(); ++t) ws.cache_[t].resize(ws.tiles_[t].nr, ws.tiles_[t].nc);
-    } else {
+    } else if (want_grad) {
+      // Streaming: give the memory of an earlier, smaller problem's tiles back.
+      // (A value-only call keeps them for the next gradient call.)
       ws.cache_.clear();
       ws.cache_.shrink_to_fit();
     }
