@@ -142,19 +142,20 @@ class InfoNCEKernel {
     return value;
   }
 
-  bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>& lse, TileRef<S> H, ThreadSlot<S>&) const {
+  bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>& lse, TileRef<S> H, ThreadSlot<S>& sl) const {
     const S lw = block_log_weight(t);
     const S cr = static_cast<S>(a_[t.view_r]) * inv_tau_;
     const S cc = t.diagonal() ? S(0) : static_cast<S>(a_[t.view_c]) * inv_tau_;
     if (cr == S(0) && cc == S(0)) return false;
     // Column by column: contiguous, vectorised exp (see reduce_rows).
-    const auto li = lse.segment(t.r0, t.nr);
+    auto li = sl.vr.head(t.nr);
+    li = lse.segment(t.r0, t.nr) - lw;
     for (Eigen::Index j = 0; j < t.nc; ++j) {
       const S lj = lse[t.c0 + j] - lw;
       if (cr != S(0) && cc != S(0))
-        H.col(j) = cr * (X.col(j) - (li - lw)).exp() + cc * (X.col(j) - lj).exp();
+        H.col(j) = cr * (X.col(j) - li).exp() + cc * (X.col(j) - lj).exp();
       else if (cr != S(0))
-        H.col(j) = cr * (X.col(j) - (li - lw)).exp();
+        H.col(j) = cr * (X.col(j) - li).exp();
       else
         H.col(j) = cc * (X.col(j) - lj).exp();
     }
