@@ -99,6 +99,16 @@ inline Inequality tight_alignment_bound(const SimilarityStats& st) {
   return {(n - 2.0) / (2.0 * (n - 1.0)) * st.positive.mean - n / (2.0 * (n - 1.0)), st.cross_negative.mean};
 }
 
+/// Both bounds evaluated directly on a batch of embeddings.
+template <typename DA, typename DB>
+Inequality alignment_bound(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) {
+  return alignment_bound(similarity_stats(za, zb));
+}
+template <typename DA, typename DB>
+Inequality tight_alignment_bound(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) {
+  return tight_alignment_bound(similarity_stats(za, zb));
+}
+
 /// Thm 5.5: the variance of negative similarities at the optimum of fixed
 /// mini-batches of size m out of n (d >= m-1) lies in [lower, upper].
 struct VarianceBounds {
