@@ -96,9 +96,11 @@ class MixedKernel {
 /// base (an InfoNCE-family loss, optional) + sum_k weight_k * term_k, in one
 /// call on shared tiles.  Inputs, outputs and errors as InfoNCEFamily.
 template <typename Scalar>
-class Combined {
+class Combined : public detail::AllocatingOverloads<Combined<Scalar>, Scalar> {
  public:
   using Ids = std::vector<Eigen::Index>;
+  using detail::AllocatingOverloads<Combined<Scalar>, Scalar>::value;
+  using detail::AllocatingOverloads<Combined<Scalar>, Scalar>::value_and_grad;
 
   /// base + terms; the base's engine options are used.
   Combined(const InfoNCEFamily<Scalar>& base, std::vector<LossTerm> terms, const char* name = "contrastive::Combined")
@@ -115,12 +117,11 @@ class Combined {
 
   const std::vector<LossTerm>& terms() const { return terms_; }
 
-  /// Value; `instance_ids` (one per row, optional): equal ids are never negatives.
-  template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Ids* instance_ids = nullptr) const {
-    Workspace<Scalar> ws;
-    return value(za, zb, ws, instance_ids);
-  }
+  const char* name() const { return name_; }
+
+  /// Value with a reused Workspace; `instance_ids` (one per row, optional):
+  /// equal ids are never negatives.  grad_temperature of the gradient
+  /// overloads is the base's (0 without a base).
   template <typename DA, typename DB>
   Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
                const Ids* instance_ids = nullptr) const {
@@ -128,17 +129,6 @@ class Combined {
     return with_kernel(za.rows(), instance_ids, [&](const auto& k, const auto&) {
       return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, ws, options_, za, zb, name_));
     });
-  }
-
-  /// Value and gradients; grad_temperature is the base's (0 without a base).
-  template <typename DA, typename DB>
-  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                         const Ids* instance_ids = nullptr) const {
-    Workspace<Scalar> ws;
-    LossAndGradient<Scalar> out;
-    detail::size_result(out, name_, za, zb);
-    out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, instance_ids);
-    return out;
   }
 
   /// Caller-owned outputs; `grad_temperature` may be null.

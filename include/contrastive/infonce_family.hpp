@@ -208,13 +208,48 @@ class InfoNCEKernel {
 
 }  // namespace detail
 
+namespace detail {
+
+/// The allocating overloads shared by every loss whose full call is
+/// value(za, zb, ws, ids) / value_and_grad(za, zb, ga, gb, &dtau, ws, ids):
+/// they make a Workspace (and the outputs) and forward.
+template <typename Derived, typename Scalar>
+class AllocatingOverloads {
+ public:
+  using Ids = std::vector<Eigen::Index>;
+
+  /// Loss value only (no gradient pass).  `instance_ids` (optional, one per
+  /// row): pairs of equal ids are never negatives (false-negative mask).
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Ids* instance_ids = nullptr) const {
+    Workspace<Scalar> ws;
+    return self().value(za, zb, ws, instance_ids);
+  }
+
+  /// Value and all gradients, allocating the outputs.
+  template <typename DA, typename DB>
+  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                         const Ids* instance_ids = nullptr) const {
+    Workspace<Scalar> ws;
+    LossAndGradient<Scalar> out;
+    size_result(out, self().name(), za, zb);
+    out.value = self().value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, instance_ids);
+    return out;
+  }
+
+ private:
+  const Derived& self() const { return static_cast<const Derived&>(*this); }
+};
+
+}  // namespace detail
+
 /// A loss of the InfoNCE-based family.  Rows of the inputs are samples; row i
 /// of `za` and row i of `zb` are the two views of instance i.  Inputs are any
 /// dense Eigen expression (Matrix, Map, Block; row- or column-major; any real
 /// scalar, cast to Scalar).  Embeddings are L2-normalised inside the loss with
 /// the norm clamped at 1e-12; gradients are with respect to the raw inputs.
 template <typename Scalar>
-class InfoNCEFamily {
+class InfoNCEFamily : public detail::AllocatingOverloads<InfoNCEFamily<Scalar>, Scalar> {
   static_assert(std::is_floating_point<Scalar>::value, "contrastive: Scalar must be float or double");
 
  public:
@@ -236,30 +271,16 @@ class InfoNCEFamily {
   }
 
   using Ids = std::vector<Eigen::Index>;
+  using detail::AllocatingOverloads<InfoNCEFamily<Scalar>, Scalar>::value;
+  using detail::AllocatingOverloads<InfoNCEFamily<Scalar>, Scalar>::value_and_grad;
+  const char* name() const { return name_; }
 
-  /// Loss value only (no gradient pass).  `instance_ids` (optional, one per
-  /// row): pairs of equal ids are never negatives (false-negative mask).
-  template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Ids* instance_ids = nullptr) const {
-    Workspace<Scalar> ws;
-    return value(za, zb, ws, instance_ids);
-  }
+  /// Value with a reused Workspace.
   template <typename DA, typename DB>
   Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
                const Ids* instance_ids = nullptr) const {
     const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), checked_ids(za, zb, instance_ids));
     return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel, ws, options_, za, zb, name_));
-  }
-
-  /// Value and all gradients, allocating the outputs.
-  template <typename DA, typename DB>
-  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                         const Ids* instance_ids = nullptr) const {
-    Workspace<Scalar> ws;
-    LossAndGradient<Scalar> out;
-    detail::size_result(out, name_, za, zb);
-    out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, instance_ids);
-    return out;
   }
 
   /// Value and gradients written into caller-owned outputs (any writable dense
