@@ -24,10 +24,7 @@
 
 #include <cmath>
 #include <limits>
-#include <map>
-#include <string>
 #include <variant>
-#include <vector>
 
 #include <Eigen/Core>
 
@@ -102,23 +99,17 @@ struct LossTerm {
   VRNSParams vrns{};
 
   static LossTerm make_siglip(const SigLIPParams& p, double weight = 1.0) {
-    LossTerm t;
-    t.kind = Kind::SigLIP;
-    t.weight = weight;
+    LossTerm t{Kind::SigLIP, weight};
     t.siglip = p;
     return t;
   }
   static LossTerm make_spectral(const SpectralParams& p, double weight = 1.0) {
-    LossTerm t;
-    t.kind = Kind::Spectral;
-    t.weight = weight;
+    LossTerm t{Kind::Spectral, weight};
     t.spectral = p;
     return t;
   }
   static LossTerm make_vrns(const VRNSParams& p, double weight = 1.0) {
-    LossTerm t;
-    t.kind = Kind::VRNS;
-    t.weight = weight;
+    LossTerm t{Kind::VRNS, weight};
     t.vrns = p;
     return t;
   }

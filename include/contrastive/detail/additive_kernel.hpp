@@ -1,5 +1,5 @@
 // contrastive — the tile kernel of the independently additive family
-// (internal; include additive_family.hpp or vrns.hpp).
+// (internal; include additive_family.hpp or combined.hpp).
 // SPDX-License-Identifier: MIT
 #pragma once
 
