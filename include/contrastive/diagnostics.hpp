@@ -10,6 +10,7 @@
 #include <Eigen/Core>
 
 #include "detail/checks.hpp"
+#include "engine.hpp"
 
 namespace contrastive {
 
@@ -40,21 +41,18 @@ inline Moments moments(double sum, double sum_sq, double count) {
 /// Similarity statistics in O(n d^2) time and O(d^2) extra memory, with no
 /// n x n matrix:  sum_{ij} u_i.v_j = (sum u).(sum v) and
 /// sum_{ij} (u_i.v_j)^2 = <U^T U, V^T V>_F, minus the diagonal terms.
-/// Rows are normalised as the losses do (norm clamped at 1e-12); computed in
-/// double.  Throws std::invalid_argument as the losses do.
+/// Rows are normalised by the engine, as the losses do (norm clamped at
+/// 1e-12); computed in double.  Throws std::invalid_argument as the losses do.
 template <typename DA, typename DB>
 SimilarityStats similarity_stats(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) {
   const char* where = "contrastive::similarity_stats";
   detail::check_views(where, za, zb);
+  // The losses' own normalisation (and finiteness check), in double.
+  Workspace<double> ws;
+  detail::Engine<double>::load(ws, za, zb, where);
+  const auto& w = detail::Engine<double>::normalized(ws);
   using M = Eigen::MatrixXd;
-  M u = za.template cast<double>(), v = zb.template cast<double>();
-  if (!u.allFinite()) detail::fail(where, "za", "contains NaN or infinite entries");
-  if (!v.allFinite()) detail::fail(where, "zb", "contains NaN or infinite entries");
-  for (M* w : {&u, &v})
-    for (Eigen::Index i = 0; i < w->rows(); ++i) {
-      const double nrm = w->row(i).stableNorm();
-      w->row(i) /= std::max(nrm, 1e-12);
-    }
+  const M u = w.topRows(za.rows()), v = w.bottomRows(zb.rows());
   const double n = static_cast<double>(u.rows());
   const Eigen::VectorXd sii = (u.array() * v.array()).rowwise().sum();
   const Eigen::VectorXd nu = u.rowwise().squaredNorm(), nv = v.rowwise().squaredNorm();

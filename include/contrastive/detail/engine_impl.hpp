@@ -280,6 +280,9 @@ class Engine {
     return {v, backprop(ws, grad_a, grad_b)};
   }
 
+  /// The normalised rows [U; V] of the last load().
+  static const RowMatrix<S>& normalized(const Workspace<S>& ws) { return ws.w_; }
+
   /// The kernel's per-row statistics of the last call.
   static const ColArray<S>& row_stat(const Workspace<S>& ws) { return ws.row_stat_; }
 
