@@ -3,7 +3,7 @@
 
 #include <limits>
 
-#include "support.hpp"
+#include "fd_check.hpp"
 
 using namespace testing;
 using Catch::Matchers::Contains;
@@ -118,16 +118,8 @@ TEST_CASE("SigLIP, spectral, VRNS and WithVRNS gradients match central differenc
       const contrastive::Spectral<double> spec({1.0, 0.7}, o);
       const contrastive::VRNS<double> pen(vp, o);
       const contrastive::WithVRNS<double> comb(contrastive::DCL<double>(0.3, o), vp, 5.0);
-      const auto check = [&](const MatD& ga, const MatD& gb, const std::function<double(const MatD&, const MatD&)>& f) {
-        const MatD fa = central_difference([&](const MatD& x) { return f(x, zb); }, za);
-        const MatD fb = central_difference([&](const MatD& x) { return f(za, x); }, zb);
-        for (Eigen::Index i = 0; i < n; ++i) {
-          CHECK(near(ga.row(i), fa.row(i), 1e-6, 1e-2 / za.row(i).norm()));
-          CHECK(near(gb.row(i), fb.row(i), 1e-6, 1e-2 / zb.row(i).norm()));
-        }
-      };
       const auto r1 = sig.value_and_grad(za, zb);
-      check(r1.grad_a, r1.grad_b, [&](const MatD& a, const MatD& b) { return sig.value(a, b); });
+      check_central_differences([&](const MatD& a, const MatD& b) { return sig.value(a, b); }, za, zb, r1.grad_a, r1.grad_b);
       const double h = 1e-6;
       CHECK(near(r1.grad_logit_scale,
                  (contrastive::SigLIP<double>(4.0 + h, -1.0).value(za, zb) -
@@ -136,11 +128,11 @@ TEST_CASE("SigLIP, spectral, VRNS and WithVRNS gradients match central differenc
                  (contrastive::SigLIP<double>(4.0, -1.0 + h).value(za, zb) -
                   contrastive::SigLIP<double>(4.0, -1.0 - h).value(za, zb)) / (2 * h), 1e-6, 1e-3));
       const auto r2 = spec.value_and_grad(za, zb);
-      check(r2.grad_a, r2.grad_b, [&](const MatD& a, const MatD& b) { return spec.value(a, b); });
+      check_central_differences([&](const MatD& a, const MatD& b) { return spec.value(a, b); }, za, zb, r2.grad_a, r2.grad_b);
       const auto r3 = pen.value_and_grad(za, zb, id);
-      check(r3.grad_a, r3.grad_b, [&](const MatD& a, const MatD& b) { return pen.value(a, b, id); });
+      check_central_differences([&](const MatD& a, const MatD& b) { return pen.value(a, b, id); }, za, zb, r3.grad_a, r3.grad_b);
       const auto r4 = comb.value_and_grad(za, zb, id);
-      check(r4.grad_a, r4.grad_b, [&](const MatD& a, const MatD& b) { return comb.value(a, b, id); });
+      check_central_differences([&](const MatD& a, const MatD& b) { return comb.value(a, b, id); }, za, zb, r4.grad_a, r4.grad_b);
       CHECK(near(r4.value, contrastive::DCL<double>(0.3).value(za, zb, id) + 5.0 * pen.value(za, zb, id), 1e-12));
       CHECK(near(r4.grad_temperature, contrastive::DCL<double>(0.3).value_and_grad(za, zb, id).grad_temperature, 1e-10));
     }
@@ -207,8 +199,8 @@ TEST_CASE("a sum of several terms equals the sum of its parts, in one call", "[a
     CHECK(near(r.grad_b, rb.grad_b + 30 * rv.grad_b + 0.5 * rs.grad_b + 0.2 * rg.grad_b, 1e-11));
     CHECK(near(r.grad_temperature, rb.grad_temperature, 1e-10));
     CHECK(rs.grad_temperature == 0.0);
-    const MatD fa = central_difference([&](const MatD& x) { return sum.value(x, zb, id); }, za);
-    for (Eigen::Index i = 0; i < za.rows(); ++i) CHECK(near(r.grad_a.row(i), fa.row(i), 1e-6, 1e-2 / za.row(i).norm()));
+    check_central_differences([&](const MatD& a, const MatD& b) { return sum.value(a, b, id); }, za, zb, r.grad_a,
+                              r.grad_b);
   }
   // Without ids the SigLIP term equals the SigLIP functor.
   CHECK(near(contrastive::Combined<double>({contrastive::LossTerm::make_siglip(gp)}).value(za, zb),

@@ -1,7 +1,7 @@
 // Central-difference and directional (Taylor) checks of every preset.
 #include <catch2/catch.hpp>
 
-#include "support.hpp"
+#include "fd_check.hpp"
 
 using namespace testing;
 
@@ -17,15 +17,8 @@ TEST_CASE("gradients match central differences for every preset (double)", "[gra
       const auto loss = make_loss<double>(p, s.tau, opt);
       const MatD za = uneven_rows(s.n, s.d, rng), zb = uneven_rows(s.n, s.d, rng);
       const auto r = loss.value_and_grad(za, zb);
-      const MatD fa = central_difference([&](const MatD& x) { return loss.value(x, zb); }, za);
-      const MatD fb = central_difference([&](const MatD& x) { return loss.value(za, x); }, zb);
-      // Gradients scale like 1/||z||: compare row by row, relative to the row;
-      // the floor (1e-2 of the natural scale 1/||z||) absorbs the differences'
-      // round-off where the exact gradient is 0 (d = 1).
-      for (Eigen::Index i = 0; i < s.n; ++i) {
-        CHECK(near(r.grad_a.row(i), fa.row(i), 1e-6, 1e-2 / za.row(i).norm()));
-        CHECK(near(r.grad_b.row(i), fb.row(i), 1e-6, 1e-2 / zb.row(i).norm()));
-      }
+      check_central_differences([&](const MatD& a, const MatD& b) { return loss.value(a, b); }, za, zb, r.grad_a,
+                                r.grad_b);
       const double h = 1e-6 * s.tau;
       const double ft =
           (make_loss<double>(p, s.tau + h).value(za, zb) - make_loss<double>(p, s.tau - h).value(za, zb)) /
@@ -80,12 +73,8 @@ TEST_CASE("gradients with a false-negative mask match central differences", "[gr
     const auto loss = make_loss<double>(p, 0.3, opt);
     const MatD za = uneven_rows(7, 4, rng), zb = uneven_rows(7, 4, rng);
     const auto r = loss.value_and_grad(za, zb, &ids);
-    const MatD fa = central_difference([&](const MatD& x) { return loss.value(x, zb, &ids); }, za);
-    const MatD fb = central_difference([&](const MatD& x) { return loss.value(za, x, &ids); }, zb);
-    for (Eigen::Index i = 0; i < 7; ++i) {
-      CHECK(near(r.grad_a.row(i), fa.row(i), 1e-6, 1e-2 / za.row(i).norm()));
-      CHECK(near(r.grad_b.row(i), fb.row(i), 1e-6, 1e-2 / zb.row(i).norm()));
-    }
+    check_central_differences([&](const MatD& a, const MatD& b) { return loss.value(a, b, &ids); }, za, zb,
+                              r.grad_a, r.grad_b);
     // Distinct ids change nothing.
     const std::vector<Eigen::Index> distinct = {9, 8, 7, 6, 5, 4, 3};
     CHECK(near(loss.value(za, zb, &distinct), loss.value(za, zb), 1e-14));
@@ -100,12 +89,8 @@ TEST_CASE("SupCon: central differences; distinct labels give NT-Xent; bad labels
   const contrastive::SupCon<double> loss(0.2, opt);
   const MatD za = uneven_rows(7, 4, rng), zb = uneven_rows(7, 4, rng);
   const auto r = loss.value_and_grad(za, zb, labels);
-  const MatD fa = central_difference([&](const MatD& x) { return loss.value(x, zb, labels); }, za);
-  const MatD fb = central_difference([&](const MatD& x) { return loss.value(za, x, labels); }, zb);
-  for (Eigen::Index i = 0; i < 7; ++i) {
-    CHECK(near(r.grad_a.row(i), fa.row(i), 1e-6, 1e-2 / za.row(i).norm()));
-    CHECK(near(r.grad_b.row(i), fb.row(i), 1e-6, 1e-2 / zb.row(i).norm()));
-  }
+  check_central_differences([&](const MatD& a, const MatD& b) { return loss.value(a, b, labels); }, za, zb, r.grad_a,
+                            r.grad_b);
   const double h = 1e-7;
   CHECK(near(r.grad_temperature,
              (contrastive::SupCon<double>(0.2 + h).value(za, zb, labels) - contrastive::SupCon<double>(0.2 - h).value(za, zb, labels)) / (2 * h),
