@@ -76,15 +76,75 @@ struct LossAndGradient {
   Scalar grad_temperature{};  ///< dL/dtau (dL/d(logit scale) = -tau^2 * dL/dtau)
 };
 
+/// How the per-anchor losses l_r become the loss value.
+enum class Reduction {
+  Mean,  ///< (1/A) sum_r w_r l_r over the A anchors (the default; w_r = 1 unless given)
+  Sum,   ///< sum_r w_r l_r
+  None   ///< the per-anchor losses l_r go to Reduce::per_anchor; the value is sum_r w_r l_r
+};
+
+/// Per-anchor weights and the reduction of a call.  The returned value is
+/// always the quantity whose gradient is returned, so weighted sums of the
+/// per-anchor losses (reduction None with weights as the upstream gradient)
+/// get exact gradients.  Anchors are numbered as rows: r < n are the rows of
+/// `za` (queries), n <= r < 2n the rows of `zb` for symmetric losses.
+template <typename Scalar>
+struct Reduce {
+  Reduction reduction = Reduction::Mean;
+  /// Optional weights w_r >= 0, one per anchor (n one-way, 2n symmetric).
+  const std::vector<Scalar>* anchor_weights = nullptr;
+  /// Optional output (required with Reduction::None): resized to the number
+  /// of anchors and filled with l_r.  Written only when the call succeeds.
+  std::vector<Scalar>* per_anchor = nullptr;
+};
+
 namespace detail {
+
+/// Validates a Reduce for `anchors` anchors and returns the coefficient a_r
+/// of every anchor in `coef` (mean: w_r / A, sum and none: w_r).
+template <typename S>
+void anchor_coefficients(const char* where, const Reduce<S>& red, Eigen::Index anchors, ColArray<S>& coef) {
+  if (red.reduction == Reduction::None && !red.per_anchor)
+    fail(where, "reduce", "has reduction None but no 'per_anchor' output to receive the per-anchor losses");
+  const S scale = red.reduction == Reduction::Mean ? S(1) / static_cast<S>(anchors) : S(1);
+  coef.setConstant(anchors, scale);
+  if (!red.anchor_weights) return;
+  const auto& w = *red.anchor_weights;
+  if (static_cast<Eigen::Index>(w.size()) != anchors)
+    fail(where, "anchor_weights",
+         "has " + std::to_string(w.size()) + " entries but the loss has " + std::to_string(anchors) + " anchors");
+  for (Eigen::Index r = 0; r < anchors; ++r) {
+    const S wr = w[static_cast<std::size_t>(r)];
+    if (!(std::isfinite(wr) && wr >= S(0)))
+      fail(where, "anchor_weights", "entry " + std::to_string(r) + " must be finite and >= 0 " + got(wr));
+    coef[r] *= wr;
+  }
+}
+
+/// log(1 + e^x) and 1 / (1 + e^-x) without overflow or cancellation.
+template <typename S>
+S softplus(S x) {
+  return x > S(0) ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
+}
+template <typename S>
+S sigmoid(S x) {
+  if (x >= S(0)) return S(1) / (S(1) + std::exp(-x));
+  const S e = std::exp(x);
+  return e / (S(1) + e);
+}
 
 /// The family's tile kernel (step 3 of the engine).
 template <typename S>
 class InfoNCEKernel {
  public:
-  InfoNCEKernel(const InfoNCEFamilyParams& p, Eigen::Index n, const Eigen::Index* ids = nullptr)
+  /// `coef` (optional): per-anchor coefficients a_r (anchor_coefficients);
+  /// `losses` (optional): receives l_r of every anchor in finish().
+  InfoNCEKernel(const InfoNCEFamilyParams& p, Eigen::Index n, const Eigen::Index* ids = nullptr,
+                const ColArray<S>* coef = nullptr, S* losses = nullptr)
       : n_(n),
         ids_(ids),
+        coef_(coef),
+        losses_(losses),
         inv_tau_(static_cast<S>(1.0 / p.temperature)),
         log_c1_(log_weight(p.cross_weight)),
         log_c2_(log_weight(p.within_weight)),
@@ -137,27 +197,45 @@ class InfoNCEKernel {
       stat[n2 + r] = neg;
       const S term = pos_ ? softplus(neg - sp) : neg - sp;
       stat[r] = sp + term;
-      value += a_[view] * static_cast<double>(term);
+      if (losses_) losses_[r] = term;
+      value += anchor_coef(r) * static_cast<double>(term);
     }
     return value;
   }
 
   bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>& lse, TileRef<S> H, ThreadSlot<S>& sl) const {
     const S lw = block_log_weight(t);
-    const S cr = static_cast<S>(a_[t.view_r]) * inv_tau_;
-    const S cc = t.diagonal() ? S(0) : static_cast<S>(a_[t.view_c]) * inv_tau_;
-    if (cr == S(0) && cc == S(0)) return false;
+    const bool rows = is_anchor(t.view_r), cols = is_anchor(t.view_c) && !t.diagonal();
+    if (!rows && !cols) return false;
     // Column by column: contiguous, vectorised exp (see reduce_rows).
     auto li = sl.vr.head(t.nr);
     li = lse.segment(t.r0, t.nr) - lw;
-    for (Eigen::Index j = 0; j < t.nc; ++j) {
-      const S lj = lse[t.c0 + j] - lw;
-      if (cr != S(0) && cc != S(0))
-        H.col(j) = cr * (X.col(j) - li).exp() + cc * (X.col(j) - lj).exp();
-      else if (cr != S(0))
-        H.col(j) = cr * (X.col(j) - li).exp();
-      else
-        H.col(j) = cc * (X.col(j) - lj).exp();
+    if (coef_) {
+      // Per-anchor coefficients: a_i / tau down the rows, a_j / tau per column.
+      auto ci = sl.vr.segment(t.nr, t.nr);
+      if (rows) ci = inv_tau_ * coef_->segment(t.r0, t.nr);
+      for (Eigen::Index j = 0; j < t.nc; ++j) {
+        const S lj = lse[t.c0 + j] - lw;
+        const S cj = cols ? inv_tau_ * (*coef_)[t.c0 + j] : S(0);
+        if (rows && cols)
+          H.col(j) = ci * (X.col(j) - li).exp() + cj * (X.col(j) - lj).exp();
+        else if (rows)
+          H.col(j) = ci * (X.col(j) - li).exp();
+        else
+          H.col(j) = cj * (X.col(j) - lj).exp();
+      }
+    } else {
+      const S cr = rows ? static_cast<S>(a_[t.view_r]) * inv_tau_ : S(0);
+      const S cc = cols ? static_cast<S>(a_[t.view_c]) * inv_tau_ : S(0);
+      for (Eigen::Index j = 0; j < t.nc; ++j) {
+        const S lj = lse[t.c0 + j] - lw;
+        if (rows && cols)
+          H.col(j) = cr * (X.col(j) - li).exp() + cc * (X.col(j) - lj).exp();
+        else if (rows)
+          H.col(j) = cr * (X.col(j) - li).exp();
+        else
+          H.col(j) = cc * (X.col(j) - lj).exp();
+      }
     }
     if (t.diagonal()) {
       // dL/dK of a symmetric block: G + G^T (in place through the square's triangles).
@@ -179,28 +257,27 @@ class InfoNCEKernel {
       const Eigen::Index p = partner(r);
       const S sp = inv_tau_ * W.row(r).dot(W.row(p));
       const S miss = pos_ ? sigmoid(stat[n2 + r] - sp) : S(1);
-      const S g = -static_cast<S>(a_[view]) * inv_tau_ * miss;
+      const S g = -static_cast<S>(anchor_coef(r)) * inv_tau_ * miss;
       dW.row(r) += g * W.row(p);
       dW.row(p) += g * W.row(r);
     }
   }
 
  private:
-  static S softplus(S x) { return x > S(0) ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }
-  static S sigmoid(S x) {
-    if (x >= S(0)) return S(1) / (S(1) + std::exp(-x));
-    const S e = std::exp(x);
-    return e / (S(1) + e);
-  }
   static S log_weight(double c) {
     return c > 0.0 ? static_cast<S>(std::log(c)) : -std::numeric_limits<S>::infinity();
   }
   bool is_anchor(int view) const { return view == 0 || sym_; }
+  double anchor_coef(Eigen::Index r) const {
+    return coef_ ? static_cast<double>((*coef_)[r]) : a_[r < n_ ? 0 : 1];
+  }
   S block_log_weight(const Tile& t) const { return t.view_r == t.view_c ? log_c2_ : log_c1_; }
   Eigen::Index partner(Eigen::Index r) const { return r < n_ ? r + n_ : r - n_; }
 
   Eigen::Index n_;
   const Eigen::Index* ids_;
+  const ColArray<S>* coef_;
+  S* losses_;
   S inv_tau_, log_c1_, log_c2_;
   bool c1_, c2_, pos_, sym_;
   double a_[2];
@@ -298,7 +375,56 @@ class InfoNCEFamily : public detail::AllocatingOverloads<InfoNCEFamily<Scalar>, 
     return static_cast<Scalar>(r.first);
   }
 
+  /// Value with per-anchor weights and a reduction (see Reduce).
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
+               const Reduce<Scalar>& reduce, const Ids* instance_ids = nullptr) const {
+    PerAnchor pa(*this, za, zb, reduce);
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), checked_ids(za, zb, instance_ids), &pa.coef,
+                                               pa.losses.data());
+    const auto v = static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel, ws, options_, za, zb, name_));
+    pa.publish(reduce);
+    return v;
+  }
+
+  /// Value and gradients of the reduced loss sum_r a_r l_r (see Reduce);
+  /// outputs as in the overload without it.
+  template <typename DA, typename DB, typename GA, typename GB>
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Reduce<Scalar>& reduce,
+                        const Ids* instance_ids = nullptr) const {
+    PerAnchor pa(*this, za, zb, reduce);
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), checked_ids(za, zb, instance_ids), &pa.coef,
+                                               pa.losses.data());
+    const auto r = detail::Engine<Scalar>::evaluate_grad(kernel, ws, options_, za, zb, grad_a, grad_b, name_);
+    if (grad_temperature) *grad_temperature = static_cast<Scalar>(-r.second / (2.0 * params_.temperature));
+    pa.publish(reduce);
+    return static_cast<Scalar>(r.first);
+  }
+
+  /// Number of anchors: n one-way, 2n symmetric.
+  Eigen::Index anchors(Eigen::Index n) const { return params_.direction == Direction::Symmetric ? 2 * n : n; }
+
  private:
+  // Validated per-anchor coefficients and a buffer for the per-anchor losses.
+  struct PerAnchor {
+    detail::ColArray<Scalar> coef;
+    std::vector<Scalar> losses;
+    template <typename DA, typename DB>
+    PerAnchor(const InfoNCEFamily& f, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+              const Reduce<Scalar>& reduce) {
+      detail::check_views(f.name_, za, zb);
+      const Eigen::Index a = f.anchors(za.rows());
+      detail::anchor_coefficients(f.name_, reduce, a, coef);
+      losses.assign(static_cast<std::size_t>(a), Scalar(0));
+    }
+    void publish(const Reduce<Scalar>& reduce) {
+      if (!reduce.per_anchor) return;
+      *reduce.per_anchor = losses;
+    }
+  };
+
   // Views first (their errors come first), then the ids.
   template <typename DA, typename DB>
   const Eigen::Index* checked_ids(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,

@@ -83,6 +83,56 @@ inline void mask_equal_ids(V&& column, const Eigen::Index* ids, Eigen::Index n, 
   for (Eigen::Index i = 0; i < t.nr; ++i) column[i] = ids[r0 + i] == idj ? fill : column[i];
 }
 
+/// The one normalisation rule of the library.  Copies z into rows
+/// [r0, r0 + z.rows()) of w (already sized), rejects non-finite entries
+/// (naming the argument) and scales every row to unit norm, the norm clamped
+/// at kNormEps (inv_norm and clamped record the factor for the backward pass).
+template <typename S, typename D>
+void load_rows(RowMatrix<S>& w, ColArray<S>& inv_norm, std::vector<unsigned char>& clamped, Eigen::Index r0,
+               const Eigen::MatrixBase<D>& z, const char* where, const char* arg) {
+  auto block = w.middleRows(r0, z.rows());
+  block = z.template cast<S>();
+  if (!block.allFinite()) fail(where, arg, "contains NaN or infinite entries");
+  const S eps = static_cast<S>(kNormEps);
+  for (Eigen::Index i = 0; i < z.rows(); ++i) {
+    const Eigen::Index r = r0 + i;
+    auto row = w.row(r);
+    // Scaled norm: no overflow or underflow of the squared norm.
+    const S amax = row.cwiseAbs().maxCoeff();
+    const S nrm = amax > S(0) ? amax * (row / amax).norm() : S(0);
+    if (nrm > eps) {
+      inv_norm[r] = S(1) / nrm;
+      clamped[static_cast<std::size_t>(r)] = 0;
+    } else {
+      inv_norm[r] = S(1) / eps;
+      clamped[static_cast<std::size_t>(r)] = 1;
+    }
+    row *= inv_norm[r];
+  }
+}
+
+/// Back through the normalisation for rows [r0, r0 + out.rows()):
+/// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped
+/// row, written into `out`.  Returns sum_r w_r . dw_r.
+template <typename S, typename Out>
+double backprop_rows(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const std::vector<unsigned char>& clamped,
+                     const RowMatrix<S>& dw, Eigen::Index r0, const Eigen::MatrixBase<Out>& out_) {
+  auto& out = const_cast<Eigen::MatrixBase<Out>&>(out_);
+  using T = typename Out::Scalar;
+  double euler = 0.0;
+  for (Eigen::Index i = 0; i < out.rows(); ++i) {
+    const Eigen::Index r = r0 + i;
+    const auto wr = w.row(r);
+    const auto g = dw.row(r);
+    const S wd = wr.dot(g);
+    euler += static_cast<double>(wd);
+    const S inv = inv_norm[r];
+    if (clamped[static_cast<std::size_t>(r)]) out.row(i) = (inv * g).template cast<T>();
+    else out.row(i) = (inv * (g - wd * wr)).template cast<T>();
+  }
+  return euler;
+}
+
 inline int resolve_threads(int requested) {
 #ifdef _OPENMP
   return requested > 0 ? requested : omp_get_max_threads();
@@ -127,28 +177,12 @@ class Engine {
   template <typename DA, typename DB>
   static void load(Workspace<S>& ws, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                    const char* where) {
-    const Eigen::Index n = za.rows(), d = za.cols();
-    ws.w_.resize(2 * n, d);
-    ws.w_.topRows(n) = za.template cast<S>();
-    if (!ws.w_.topRows(n).allFinite()) fail(where, "za", "contains NaN or infinite entries");
-    ws.w_.bottomRows(n) = zb.template cast<S>();
-    if (!ws.w_.bottomRows(n).allFinite()) fail(where, "zb", "contains NaN or infinite entries");
+    const Eigen::Index n = za.rows();
+    ws.w_.resize(2 * n, za.cols());
     ws.inv_norm_.resize(2 * n);
     ws.clamped_.assign(static_cast<std::size_t>(2 * n), 0);
-    const S eps = static_cast<S>(kNormEps);
-    for (Eigen::Index r = 0; r < 2 * n; ++r) {
-      auto row = ws.w_.row(r);
-      // Scaled norm: no overflow or underflow of the squared norm.
-      const S amax = row.cwiseAbs().maxCoeff();
-      const S nrm = amax > S(0) ? amax * (row / amax).norm() : S(0);
-      if (nrm > eps) {
-        ws.inv_norm_[r] = S(1) / nrm;
-      } else {
-        ws.inv_norm_[r] = S(1) / eps;
-        ws.clamped_[static_cast<std::size_t>(r)] = 1;
-      }
-      row *= ws.inv_norm_[r];
-    }
+    load_rows(ws.w_, ws.inv_norm_, ws.clamped_, 0, za, where, "za");
+    load_rows(ws.w_, ws.inv_norm_, ws.clamped_, n, zb, where, "zb");
   }
 
   /// Runs the kernel over the tiles.  Returns the loss value; with want_grad
@@ -296,26 +330,10 @@ class Engine {
   template <typename GA, typename GB>
   static double backprop(const Workspace<S>& ws, const Eigen::MatrixBase<GA>& grad_a,
                          const Eigen::MatrixBase<GB>& grad_b) {
-    auto& ga = const_cast<Eigen::MatrixBase<GA>&>(grad_a);
-    auto& gb = const_cast<Eigen::MatrixBase<GB>&>(grad_b);
     const Eigen::Index n = ws.w_.rows() / 2;
     const RowMatrix<S>& dw = ws.slots_[0].dw;
-    double euler = 0.0;
-    for (Eigen::Index r = 0; r < 2 * n; ++r) {
-      const auto w = ws.w_.row(r);
-      const auto g = dw.row(r);
-      const S wd = w.dot(g);
-      euler += static_cast<double>(wd);
-      const S inv = ws.inv_norm_[r];
-      if (r < n) {
-        if (ws.clamped_[static_cast<std::size_t>(r)]) ga.row(r) = (inv * g).template cast<typename GA::Scalar>();
-        else ga.row(r) = (inv * (g - wd * w)).template cast<typename GA::Scalar>();
-      } else {
-        if (ws.clamped_[static_cast<std::size_t>(r)]) gb.row(r - n) = (inv * g).template cast<typename GB::Scalar>();
-        else gb.row(r - n) = (inv * (g - wd * w)).template cast<typename GB::Scalar>();
-      }
-    }
-    return euler;
+    return backprop_rows(ws.w_, ws.inv_norm_, ws.clamped_, dw, 0, grad_a) +
+           backprop_rows(ws.w_, ws.inv_norm_, ws.clamped_, dw, n, grad_b);
   }
 
  private:
