@@ -14,3 +14,4 @@
 #include "combined.hpp"
 #include "diagnostics.hpp"
 #include "supcon.hpp"
+#include "negatives.hpp"
