@@ -3,6 +3,8 @@
 // of the batch losses, and the memory bank.
 #include <catch2/catch.hpp>
 
+#include <set>
+
 #include "fd_check.hpp"
 #include "support.hpp"
 
@@ -263,4 +265,169 @@ TEST_CASE("memory bank: FIFO order, capacity, no gradient into stored keys", "[n
   CHECK(near(gq, fq, 1e-6, 1e-2));
   queue.enqueue(k);
   CHECK(queue.keys().bottomRows(3) == k);
+}
+
+namespace {
+
+contrastive::SamplingParams sampling(Eigen::Index k, bool replace, std::uint64_t seed) {
+  contrastive::SamplingParams s;
+  s.num_negatives = k;
+  s.with_replacement = replace;
+  s.seed = seed;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("sampled negatives: k = all candidates is the unsampled loss", "[negatives][sampled]") {
+  std::mt19937_64 rng(21);
+  const Eigen::Index n = 7, d = 5;
+  const MatD za = uneven_rows(n, d, rng), zb = uneven_rows(n, d, rng);
+  const std::vector<Eigen::Index> ids = {0, 1, 2, 1, 3, 0, 4};
+  for (const auto preset : kPresets) {
+    for (const bool with_ids : {false, true}) {
+      SECTION(std::string(preset_name(preset)) + (with_ids ? " with ids" : "")) {
+        const auto full = make_loss<double>(preset, 0.3);
+        const contrastive::SampledNegatives<double> sampled(full.params(), sampling(2 * n, false, 99));
+        const auto* id = with_ids ? &ids : nullptr;
+        const auto rf = full.value_and_grad(za, zb, id);
+        const auto rs = sampled.value_and_grad(za, zb, Reduce<double>{}, id);
+        CHECK(near(rs.value, rf.value, 1e-12));
+        CHECK(near(rs.grad_a, rf.grad_a, 1e-12));
+        CHECK(near(rs.grad_b, rf.grad_b, 1e-12));
+        CHECK(near(rs.grad_temperature, rf.grad_temperature, 1e-12));
+        // Per-anchor losses too.
+        std::vector<double> pf, ps;
+        contrastive::Workspace<double> ws;
+        full.value(za, zb, ws, Reduce<double>{Reduction::None, nullptr, &pf}, id);
+        sampled.value(za, zb, Reduce<double>{Reduction::None, nullptr, &ps}, id);
+        REQUIRE(pf.size() == ps.size());
+        for (std::size_t r = 0; r < pf.size(); ++r) CHECK(ps[r] == Approx(pf[r]).epsilon(1e-12).margin(1e-14));
+      }
+    }
+  }
+}
+
+TEST_CASE("sampled negatives: gradients match central differences", "[negatives][sampled][gradient]") {
+  std::mt19937_64 rng(4);
+  const Eigen::Index n = 6, d = 4;
+  const MatD za = uneven_rows(n, d, rng), zb = uneven_rows(n, d, rng);
+  for (const auto preset : kPresets) {
+    for (const bool replace : {false, true}) {
+      SECTION(std::string(preset_name(preset)) + (replace ? " with replacement" : "")) {
+        const contrastive::SampledNegatives<double> loss(make_loss<double>(preset, 0.4).params(),
+                                                         sampling(3, replace, 7));
+        std::vector<double> w(static_cast<std::size_t>(loss.anchors(n)));
+        for (std::size_t i = 0; i < w.size(); ++i) w[i] = 0.5 + 0.25 * static_cast<double>(i % 3);
+        const Reduce<double> red{Reduction::Mean, &w, nullptr};
+        const auto r = loss.value_and_grad(za, zb, red);
+        check_central_differences([&](const MatD& a, const MatD& b) { return loss.value(a, b, red); }, za, zb,
+                                  r.grad_a, r.grad_b);
+        auto at = [&](double tau) {
+          auto p = loss.params();
+          p.temperature = tau;
+          return contrastive::SampledNegatives<double>(p, loss.sampling()).value(za, zb, red);
+        };
+        CHECK(near(r.grad_temperature, (at(0.4 + 1e-6) - at(0.4 - 1e-6)) / 2e-6, 1e-6));
+        // float agrees with double
+        const contrastive::SampledNegatives<float> lf(loss.params(), loss.sampling());
+        std::vector<float> wf(w.begin(), w.end());
+        const auto rf = lf.value_and_grad(za.cast<float>(), zb.cast<float>(), Reduce<float>{Reduction::Mean, &wf, nullptr});
+        CHECK(near(rf.value, r.value, 1e-5));
+        CHECK(near(rf.grad_a, r.grad_a, 1e-4));
+        CHECK(near(rf.grad_b, r.grad_b, 1e-4));
+      }
+    }
+  }
+}
+
+TEST_CASE("sampled negatives: the draws follow the documented rule", "[negatives][sampled]") {
+  const Eigen::Index n = 9;
+  const std::vector<Eigen::Index> ids = {0, 1, 1, 2, 3, 4, 5, 6, 7};
+  const auto ntx = contrastive::NTXent<double>().params();
+  for (const bool replace : {false, true}) {
+    const contrastive::SampledNegatives<double> s(ntx, sampling(5, replace, 3));
+    for (Eigen::Index r = 0; r < 2 * n; ++r) {
+      const auto neg = s.negatives_of(r, n, &ids);
+      REQUIRE(neg.size() == 5);
+      std::set<Eigen::Index> distinct(neg.begin(), neg.end());
+      if (!replace) CHECK(distinct.size() == 5);
+      for (Eigen::Index j : neg) {
+        CHECK(j >= 0);
+        CHECK(j < 2 * n);
+        CHECK(j % n != r % n);                                                    // not itself or its positive
+        CHECK(ids[static_cast<std::size_t>(j % n)] != ids[static_cast<std::size_t>(r % n)]);  // no false negative
+      }
+    }
+    // Same seed: same draws; another seed: other draws somewhere.
+    const contrastive::SampledNegatives<double> again(ntx, sampling(5, replace, 3)), other(ntx, sampling(5, replace, 4));
+    bool differs = false;
+    for (Eigen::Index r = 0; r < 2 * n; ++r) {
+      CHECK(again.negatives_of(r, n, &ids) == s.negatives_of(r, n, &ids));
+      differs = differs || other.negatives_of(r, n, &ids) != s.negatives_of(r, n, &ids);
+    }
+    CHECK(differs);
+  }
+  // Candidates by weight: DHEL (within-view only) draws from the anchor's own view.
+  const contrastive::SampledNegatives<double> dhel(contrastive::DHEL<double>().params(), sampling(4, false, 1));
+  for (Eigen::Index j : dhel.negatives_of(n + 2, n)) CHECK(j >= n);
+  const contrastive::SampledNegatives<double> info(contrastive::InfoNCE<double>().params(), sampling(4, false, 1));
+  for (Eigen::Index j : info.negatives_of(2, n)) CHECK(j >= n);
+  // Uniform: over many seeds every candidate is drawn about k / |C| of the time.
+  const Eigen::Index m = 2 * n - 2, k = 3, trials = 6000;
+  for (const bool replace : {false, true}) {
+    std::vector<double> hits(static_cast<std::size_t>(2 * n), 0.0);
+    contrastive::SampledNegatives<double> s(ntx, sampling(k, replace, 0));
+    for (Eigen::Index t = 0; t < trials; ++t) {
+      s.set_seed(static_cast<std::uint64_t>(t));
+      for (Eigen::Index j : s.negatives_of(0, n)) hits[static_cast<std::size_t>(j)] += 1;
+    }
+    const double p = static_cast<double>(k) / static_cast<double>(m), mean = p * trials;
+    const double sd = std::sqrt(trials * p * (1 - p));
+    for (Eigen::Index j = 0; j < 2 * n; ++j) {
+      if (j % n == 0) CHECK(hits[static_cast<std::size_t>(j)] == 0.0);
+      else CHECK(std::abs(hits[static_cast<std::size_t>(j)] - mean) < 5 * sd);
+    }
+  }
+}
+
+TEST_CASE("sampled negatives: one-way InfoNCE equals explicit per-query keys of the drawn rows", "[negatives][sampled]") {
+  std::mt19937_64 rng(30);
+  const Eigen::Index n = 8, d = 6, k = 3;
+  const MatD za = uneven_rows(n, d, rng), zb = uneven_rows(n, d, rng);
+  for (const bool replace : {false, true}) {
+    const contrastive::SampledNegatives<double> s(contrastive::InfoNCE<double>(0.2).params(), sampling(k, replace, 5));
+    MatD stacked(2 * n, d);
+    stacked << za, zb;
+    MatD keys(n * k, d);
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const auto neg = s.negatives_of(i, n);
+      for (Eigen::Index t = 0; t < k; ++t) keys.row(i * k + t) = stacked.row(neg[static_cast<std::size_t>(t)]);
+    }
+    contrastive::NegativeKeysParams p;
+    p.temperature = 0.2;
+    p.mode = NegativeMode::PerQuery;
+    const double expect = contrastive::InfoNCEWithNegatives<double>(p).value(za, zb, keys);
+    CHECK(near(s.value(za, zb), expect, 1e-13));
+  }
+}
+
+TEST_CASE("sampled negatives: bad input", "[negatives][sampled][bad-input]") {
+  using Catch::Matchers::Contains;
+  const auto dcl = contrastive::DCL<double>().params();
+  CHECK_THROWS_WITH(contrastive::SampledNegatives<double>(dcl, sampling(0, false, 0)), Contains("'num_negatives'"));
+  const contrastive::SampledNegatives<double> s(dcl, sampling(2, false, 0));
+  const MatD za = MatD::Random(3, 2), zb = MatD::Random(3, 2);
+  const std::vector<Eigen::Index> ids = {0, 0, 1};  // anchors 0 and 1 still have instance 2; fine
+  CHECK_NOTHROW(s.value(za, zb, Reduce<double>{}, &ids));
+  const std::vector<Eigen::Index> short_ids = {0, 1};
+  CHECK_THROWS_WITH(s.value(za, zb, Reduce<double>{}, &short_ids), Contains("'instance_ids'"));
+  CHECK_THROWS_WITH(s.value(za, MatD::Random(2, 2)), Contains("'zb'"));
+  MatD ga = MatD::Constant(3, 2, 5.0), gb = MatD::Constant(3, 2, 5.0);
+  MatD bad = za;
+  bad(0, 0) = std::nan("");
+  CHECK_THROWS_WITH(s.value_and_grad(bad, zb, ga, gb, nullptr), Contains("'za'"));
+  CHECK_THROWS_WITH(s.value_and_grad(za, zb, ga, MatD(2, 2), nullptr), Contains("'grad_b'"));
+  CHECK((ga.array() == 5.0).all());
+  CHECK_THROWS_WITH(s.negatives_of(6, 3), Contains("'anchor'"));
 }

@@ -21,9 +21,20 @@
 // then back through the normalisation.  Shared mode costs two GEMMs of
 // n x M x d (one more for dl/dN), done in blocks of query rows so memory is
 // O(block * M + (n + M) d), never n x M.  PerQuery costs O(n k d).
+//
+// k sampled negatives per anchor (SampledNegatives): the batch losses of the
+// InfoNCE family with each anchor's negatives a random subset of its
+// candidates (see SampledNegatives for the exact sampling rule):
+//
+//   l_r = term( log sum_{j in S_r} c_j e^{w_r.w_j/tau} - w_r.w_p/tau ),
+//   term = softplus (positive in the denominator) or identity (decoupled),
+//
+// with no reweighting, so S_r = all candidates gives the unsampled loss.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -283,6 +294,255 @@ class InfoNCEWithNegatives {
 
   NegativeKeysParams params_;
   EngineOptions options_;
+};
+
+/// How SampledNegatives draws the negatives; check() throws
+/// std::invalid_argument naming the field.
+struct SamplingParams {
+  /// k >= 1 negatives per anchor (fewer when an anchor has fewer candidates
+  /// and sampling is without replacement).  Default 16.
+  Eigen::Index num_negatives = 16;
+  /// false (default): k distinct candidates; true: k independent draws.
+  bool with_replacement = false;
+  /// Seed of the draws; the same seed and inputs give the same negatives.
+  std::uint64_t seed = 0;
+
+  void check(const char* where = "contrastive::SamplingParams") const {
+    if (num_negatives < 1) detail::fail_field(where, "num_negatives", "must be >= 1 " + detail::got(num_negatives));
+  }
+};
+
+namespace detail {
+
+/// SplitMix64's output function (a bijection of 64-bit words).
+inline std::uint64_t mix64(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/// The SplitMix64 generator, and uniform integers in [0, m) by rejection
+/// (no modulo bias): draws below (2^64 - m) mod m are redrawn.
+class SplitMix64 {
+ public:
+  explicit SplitMix64(std::uint64_t state) : state_(state) {}
+  std::uint64_t next() { return mix64(state_ += 0x9E3779B97F4A7C15ull); }
+  std::uint64_t below(std::uint64_t m) {
+    const std::uint64_t threshold = (0 - m) % m;
+    std::uint64_t x = next();
+    while (x < threshold) x = next();
+    return x % m;
+  }
+
+ private:
+  std::uint64_t state_;
+};
+
+}  // namespace detail
+
+/// A loss of the InfoNCE family (any InfoNCEFamilyParams, e.g. a preset's
+/// params()) where every anchor sees k sampled negatives instead of all of
+/// them, k chosen independently of the batch size.
+///
+/// Rows are numbered as the stacked batch [za; zb] (row r < n is za.row(r),
+/// row n + i is zb.row(i)).  Anchor r (instance i = r mod n, view v = r / n)
+/// has the candidates, in this order: the other view's rows of the
+/// instances j != i (if cross_weight > 0), then its own view's rows of the
+/// instances j != i (if within_weight > 0), leaving out every j whose
+/// instance id equals i's when ids are given.  Its draws come from its own
+/// generator, SplitMix64 started at state mix64(seed + mix64(r + 1)):
+/// without replacement the first min(k, |C|) entries of a partial
+/// Fisher-Yates shuffle of C (for t = 0, 1, ...: swap C[t] with
+/// C[t + below(|C| - t)]); with replacement k entries C[below(|C|)].
+/// negatives_of() returns exactly these rows.  With k >= |C| and no
+/// replacement the loss equals the InfoNCEFamily loss.  Cost O(A k d) for A
+/// anchors plus O(A n) to list candidates; single-threaded.
+template <typename Scalar>
+class SampledNegatives {
+  static_assert(std::is_floating_point<Scalar>::value, "contrastive: Scalar must be float or double");
+
+ public:
+  using Ids = std::vector<Eigen::Index>;
+
+  SampledNegatives(const InfoNCEFamilyParams& loss, const SamplingParams& sampling)
+      : params_(loss), sampling_(sampling) {
+    params_.check(kName);
+    sampling_.check(kName);
+  }
+
+  const InfoNCEFamilyParams& params() const { return params_; }
+  const SamplingParams& sampling() const { return sampling_; }
+  /// A new seed, e.g. one per training step.
+  void set_seed(std::uint64_t seed) { sampling_.seed = seed; }
+  /// Number of anchors for n instances: n one-way, 2n symmetric.
+  Eigen::Index anchors(Eigen::Index n) const { return params_.direction == Direction::Symmetric ? 2 * n : n; }
+
+  /// The rows of [za; zb] drawn as anchor r's negatives for a batch of n instances.
+  std::vector<Eigen::Index> negatives_of(Eigen::Index anchor, Eigen::Index n, const Ids* instance_ids = nullptr) const {
+    if (n < 2) detail::fail(kName, "n", "must be >= 2 " + detail::got(n));
+    if (anchor < 0 || anchor >= anchors(n))
+      detail::fail(kName, "anchor", "must be in [0, " + std::to_string(anchors(n)) + ") " + detail::got(anchor));
+    if (instance_ids) detail::count_negatives(kName, n, instance_ids);
+    std::vector<Eigen::Index> cand, out;
+    draw(anchor, n, instance_ids ? instance_ids->data() : nullptr, cand, out);
+    return out;
+  }
+
+  /// Loss value (reduced as `reduce` says).
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Reduce<Scalar>& reduce = {},
+               const Ids* instance_ids = nullptr) const {
+    State st;
+    prepare(st, za, zb, reduce, instance_ids);
+    const double v = run(st, false);
+    if (reduce.per_anchor) *reduce.per_anchor = st.losses;
+    return static_cast<Scalar>(v);
+  }
+
+  /// Value and gradients into caller-owned outputs of the inputs' shape;
+  /// `grad_temperature` may be null.  On an exception nothing is written.
+  template <typename DA, typename DB, typename GA, typename GB>
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                        Scalar* grad_temperature, const Reduce<Scalar>& reduce = {},
+                        const Ids* instance_ids = nullptr) const {
+    State st;
+    prepare(st, za, zb, reduce, instance_ids);
+    detail::check_output_shape(kName, "grad_a", grad_a, za.rows(), za.cols());
+    detail::check_output_shape(kName, "grad_b", grad_b, zb.rows(), zb.cols());
+    const double v = run(st, true);
+    const double euler = detail::backprop_rows(st.w, st.inv_norm, st.clamped, st.dw, 0, grad_a) +
+                         detail::backprop_rows(st.w, st.inv_norm, st.clamped, st.dw, st.n, grad_b);
+    if (grad_temperature) *grad_temperature = static_cast<Scalar>(-euler / (2.0 * params_.temperature));
+    if (reduce.per_anchor) *reduce.per_anchor = st.losses;
+    return static_cast<Scalar>(v);
+  }
+
+  /// Value and gradients, allocated.
+  template <typename DA, typename DB>
+  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                         const Reduce<Scalar>& reduce = {}, const Ids* instance_ids = nullptr) const {
+    LossAndGradient<Scalar> out;
+    detail::size_result(out, kName, za, zb);
+    out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, reduce, instance_ids);
+    return out;
+  }
+
+ private:
+  static constexpr const char* kName = "contrastive::SampledNegatives";
+  using RowMatrix = detail::RowMatrix<Scalar>;
+  using ColArray = detail::ColArray<Scalar>;
+
+  struct State {
+    RowMatrix w, dw;
+    ColArray inv_norm, coef;
+    std::vector<unsigned char> clamped;
+    std::vector<Scalar> losses;
+    const Eigen::Index* ids = nullptr;
+    Eigen::Index n = 0;
+  };
+
+  /// Candidates of `anchor` into cand (reused), the draw into out.
+  void draw(Eigen::Index anchor, Eigen::Index n, const Eigen::Index* ids, std::vector<Eigen::Index>& cand,
+            std::vector<Eigen::Index>& out) const {
+    const Eigen::Index i = anchor % n, v = anchor / n;
+    cand.clear();
+    const auto add_view = [&](Eigen::Index view) {
+      for (Eigen::Index j = 0; j < n; ++j)
+        if (j != i && (!ids || ids[j] != ids[i])) cand.push_back(view * n + j);
+    };
+    if (params_.cross_weight > 0.0) add_view(1 - v);
+    if (params_.within_weight > 0.0) add_view(v);
+    out.clear();
+    if (cand.empty()) return;
+    detail::SplitMix64 rng(detail::mix64(sampling_.seed + detail::mix64(static_cast<std::uint64_t>(anchor) + 1)));
+    const auto m = static_cast<std::uint64_t>(cand.size());
+    const auto k = static_cast<std::uint64_t>(sampling_.num_negatives);
+    if (sampling_.with_replacement) {
+      for (std::uint64_t t = 0; t < k; ++t) out.push_back(cand[static_cast<std::size_t>(rng.below(m))]);
+      return;
+    }
+    const std::uint64_t take = std::min(k, m);
+    for (std::uint64_t t = 0; t < take; ++t) {
+      const std::uint64_t j = t + rng.below(m - t);
+      std::swap(cand[static_cast<std::size_t>(t)], cand[static_cast<std::size_t>(j)]);
+    }
+    out.assign(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(take));
+  }
+
+  template <typename DA, typename DB>
+  void prepare(State& st, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+               const Reduce<Scalar>& reduce, const Ids* ids) const {
+    detail::check_views(kName, za, zb);
+    const Eigen::Index n = za.rows(), d = za.cols();
+    if (ids) detail::count_negatives(kName, n, ids);
+    st.ids = ids ? ids->data() : nullptr;
+    st.n = n;
+    const Eigen::Index a = anchors(n);
+    detail::anchor_coefficients(kName, reduce, a, st.coef);
+    st.w.resize(2 * n, d);
+    st.inv_norm.resize(2 * n);
+    st.clamped.assign(static_cast<std::size_t>(2 * n), 0);
+    detail::load_rows(st.w, st.inv_norm, st.clamped, 0, za, kName, "za");
+    detail::load_rows(st.w, st.inv_norm, st.clamped, n, zb, kName, "zb");
+    st.losses.assign(static_cast<std::size_t>(a), Scalar(0));
+    if (!params_.positive_in_denominator && st.ids) {
+      // Decoupled: an anchor without candidates would have log(0) = -inf.
+      for (Eigen::Index r = 0; r < a; ++r) {
+        bool any = false;
+        for (Eigen::Index j = 0; j < n && !any; ++j) any = st.ids[j] != st.ids[r % n];
+        if (!any)
+          detail::fail(kName, "instance_ids",
+                       "leave anchor " + std::to_string(r) + " without any negative (the decoupled loss would be -inf)");
+      }
+    }
+  }
+
+  double run(State& st, bool grad) const {
+    const Eigen::Index n = st.n, a = anchors(n);
+    const Scalar inv_tau = static_cast<Scalar>(1.0 / params_.temperature);
+    const Scalar lw[2] = {static_cast<Scalar>(params_.cross_weight > 0 ? std::log(params_.cross_weight) : 0.0),
+                          static_cast<Scalar>(params_.within_weight > 0 ? std::log(params_.within_weight) : 0.0)};
+    if (grad) st.dw.setZero(st.w.rows(), st.w.cols());
+    std::vector<Eigen::Index> cand, neg;
+    Eigen::Array<Scalar, Eigen::Dynamic, 1> x;
+    double value = 0.0;
+    for (Eigen::Index r = 0; r < a; ++r) {
+      draw(r, n, st.ids, cand, neg);
+      const Eigen::Index p = r < n ? r + n : r - n, view = r / n;
+      const auto wr = st.w.row(r);
+      const Scalar sp = inv_tau * wr.dot(st.w.row(p));
+      const auto k = static_cast<Eigen::Index>(neg.size());
+      x.resize(k);
+      for (Eigen::Index t = 0; t < k; ++t) {
+        const Eigen::Index j = neg[static_cast<std::size_t>(t)];
+        x[t] = inv_tau * wr.dot(st.w.row(j)) + lw[j / n == view ? 1 : 0];
+      }
+      const Scalar lse = k == 0 ? -std::numeric_limits<Scalar>::infinity()
+                                : x.maxCoeff() + std::log((x - x.maxCoeff()).exp().sum());
+      const bool pos = params_.positive_in_denominator;
+      const Scalar term = pos ? detail::softplus(lse - sp) : lse - sp;
+      st.losses[static_cast<std::size_t>(r)] = term;
+      const Scalar c = st.coef[r];
+      value += static_cast<double>(c) * static_cast<double>(term);
+      if (!grad || k == 0) continue;
+      const Scalar miss = pos ? detail::sigmoid(lse - sp) : Scalar(1);
+      const Scalar denom = pos ? sp + term : lse;
+      const Scalar g = c * inv_tau;
+      x = g * (x - denom).exp();  // dl/d(w_r . w_j) for each drawn j
+      for (Eigen::Index t = 0; t < k; ++t) {
+        const Eigen::Index j = neg[static_cast<std::size_t>(t)];
+        st.dw.row(r) += x[t] * st.w.row(j);
+        st.dw.row(j) += x[t] * wr;
+      }
+      st.dw.row(r) -= g * miss * st.w.row(p);
+      st.dw.row(p) -= g * miss * wr;
+    }
+    return value;
+  }
+
+  InfoNCEFamilyParams params_;
+  SamplingParams sampling_;
 };
 
 /// A FIFO queue of past keys to use as negatives (MoCo).  Keys are copied in;
