@@ -247,3 +247,37 @@ TEST_CASE("additive losses and VRNS reject bad input by name", "[bad-input][addi
   CHECK((gb.array() == 43.0).all());
   CHECK(gt == 44.0);
 }
+
+TEST_CASE("SigLIP with instance ids drops the pairs of equal ids", "[additive][gradient]") {
+  std::mt19937_64 rng(17);
+  const Eigen::Index n = 6, d = 4;
+  const MatD za = uneven_rows(n, d, rng), zb = uneven_rows(n, d, rng);
+  const std::vector<Eigen::Index> ids = {3, 1, 3, 2, 1, 0};
+  const double t = 4.0, b = -1.0;
+  const contrastive::SigLIP<double> loss(t, b);
+  // Direct sum over the pairs: positives softplus(-(t s + b)), negatives softplus(t s + b), / n.
+  const auto brute = [&](const MatD& a, const MatD& c) {
+    const auto sp = [](double x) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); };
+    double v = 0;
+    for (Eigen::Index i = 0; i < n; ++i)
+      for (Eigen::Index j = 0; j < n; ++j) {
+        const double s = a.row(i).normalized().dot(c.row(j).normalized());
+        if (i == j) v += sp(-(t * s + b));
+        else if (ids[static_cast<std::size_t>(i)] != ids[static_cast<std::size_t>(j)]) v += sp(t * s + b);
+      }
+    return v / static_cast<double>(n);
+  };
+  const auto r = loss.value_and_grad(za, zb, &ids);
+  CHECK(near(r.value, brute(za, zb), 1e-12));
+  check_central_differences([&](const MatD& a, const MatD& c) { return loss.value(a, c, &ids); }, za, zb, r.grad_a,
+                            r.grad_b);
+  const double h = 1e-6;
+  CHECK(near(r.grad_logit_bias,
+             (contrastive::SigLIP<double>(t, b + h).value(za, zb, &ids) -
+              contrastive::SigLIP<double>(t, b - h).value(za, zb, &ids)) / (2 * h), 1e-6, 1e-3));
+  // Distinct ids are no mask at all.
+  const std::vector<Eigen::Index> distinct = {0, 1, 2, 3, 4, 5};
+  CHECK(near(loss.value(za, zb, &distinct), loss.value(za, zb), 1e-14));
+  const std::vector<Eigen::Index> short_ids = {0, 1};
+  CHECK_THROWS_WITH(loss.value(za, zb, &short_ids), Catch::Matchers::Contains("'instance_ids'"));
+}

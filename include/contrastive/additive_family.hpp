@@ -191,22 +191,32 @@ class SigLIP {
     params_ = p;
   }
 
+  using Ids = std::vector<Eigen::Index>;
+
+  /// Value.  `instance_ids` (optional, one per row): cross-view pairs of
+  /// equal ids are not negatives (their term is dropped; the positives and
+  /// the 1/n normalisation stay).
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+               const Ids* instance_ids = nullptr) const {
     Workspace<Scalar> ws;
-    return value(za, zb, ws);
+    return value(za, zb, ws, instance_ids);
   }
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws) const {
-    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel(za.rows()), ws, options_, za, zb, kName));
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
+               const Ids* instance_ids = nullptr) const {
+    const auto k = kernel(za.rows(), checked_ids(za, zb, instance_ids));
+    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, ws, options_, za, zb, kName));
   }
 
   template <typename DA, typename DB>
-  SigLIPResult<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) const {
+  SigLIPResult<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                      const Ids* instance_ids = nullptr) const {
     Workspace<Scalar> ws;
     SigLIPResult<Scalar> out;
     detail::size_result(out, kName, za, zb);
-    out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_logit_scale, &out.grad_logit_bias, ws);
+    out.value = value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_logit_scale, &out.grad_logit_bias, ws,
+                               instance_ids);
     return out;
   }
 
@@ -214,8 +224,9 @@ class SigLIP {
   template <typename DA, typename DB, typename GA, typename GB>
   Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                         const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_logit_scale, Scalar* grad_logit_bias, Workspace<Scalar>& ws) const {
-    const auto k = kernel(za.rows());
+                        Scalar* grad_logit_scale, Scalar* grad_logit_bias, Workspace<Scalar>& ws,
+                        const Ids* instance_ids = nullptr) const {
+    const auto k = kernel(za.rows(), checked_ids(za, zb, instance_ids));
     const auto r = detail::Engine<Scalar>::evaluate_grad(k, ws, options_, za, zb, grad_a, grad_b, kName);
     if (grad_logit_scale) *grad_logit_scale = static_cast<Scalar>(r.second / (2.0 * params_.logit_scale));
     if (grad_logit_bias)
@@ -229,9 +240,19 @@ class SigLIP {
   static constexpr const char* kName = "contrastive::SigLIP";
   using Kernel = detail::AdditiveKernel<Scalar, detail::SigmoidTerms<Scalar>>;
 
-  Kernel kernel(Eigen::Index n) const {
-    return std::get<Kernel>(detail::make_term_kernel<Scalar>(LossTerm::make_siglip(params_), n, 0.0, nullptr,
+  Kernel kernel(Eigen::Index n, const Eigen::Index* ids) const {
+    return std::get<Kernel>(detail::make_term_kernel<Scalar>(LossTerm::make_siglip(params_), n, 0.0, ids,
                                                              detail::AuxSum::TermDerivative));
+  }
+
+  // Views first (their errors come first), then the ids.
+  template <typename DA, typename DB>
+  const Eigen::Index* checked_ids(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                  const Ids* ids) const {
+    if (!ids) return nullptr;
+    detail::check_views(kName, za, zb);
+    detail::count_negatives(kName, za.rows(), ids);
+    return ids->data();
   }
 
   SigLIPParams params_;

@@ -166,7 +166,7 @@ class InfoNCEWithNegatives {
 
   struct State {
     RowMatrix w, dw, neg, dneg;  // [Q; P] and N normalised, and their gradients
-    ColArray inv_norm, neg_inv_norm, coef;
+    ColArray inv_norm, neg_inv_norm, coef, e;
     std::vector<unsigned char> clamped, neg_clamped;
     std::vector<Scalar> losses;
     Eigen::Index n = 0, k = 0;  // queries; negatives per query (PerQuery)
@@ -214,6 +214,7 @@ class InfoNCEWithNegatives {
     st.neg_clamped.assign(static_cast<std::size_t>(m), 0);
     detail::load_rows(st.neg, st.neg_inv_norm, st.neg_clamped, 0, nk, kName, "negative_keys");
     st.losses.assign(static_cast<std::size_t>(n), Scalar(0));
+    st.e.resize(st.k);
   }
 
   void publish(const State& st, const Reduce<Scalar>& reduce) const {
@@ -222,25 +223,29 @@ class InfoNCEWithNegatives {
 
   /// Per query i with logits x (its negatives' row of L): loss term, and,
   /// when `grad`, turns x into the gradient weights a_i/tau p_ij in place and
-  /// returns the coefficient of the positive.  Accumulates dtau.
+  /// returns the coefficient of the positive.  Accumulates dtau.  One exp
+  /// per logit: e = exp(x - max) gives both the log-sum-exp and, rescaled by
+  /// exp(max - lse_all), the softmax weights p.
   template <typename Row>
   Scalar query_terms(State& st, Eigen::Index i, Row&& x, bool grad, double& value) const {
     const Scalar inv_tau = static_cast<Scalar>(1.0 / params_.temperature);
     const Scalar sp = inv_tau * st.w.row(i).dot(st.w.row(st.n + i));
     const Scalar mx = x.maxCoeff();
-    const Scalar lse = mx + std::log((x - mx).exp().sum());
+    auto e = st.e.head(x.size());
+    e = (x - mx).exp();
+    const Scalar lse = mx + std::log(e.sum());
     const Scalar term = detail::softplus(lse - sp);
     st.losses[static_cast<std::size_t>(i)] = term;
     const Scalar a = st.coef[i];
     value += static_cast<double>(a) * static_cast<double>(term);
     if (!grad) return Scalar(0);
     const Scalar miss = detail::sigmoid(lse - sp);
-    const Scalar lse_all = sp + term;
+    const Scalar scale = std::exp(mx - (sp + term));  // p_j = scale * e_j
     const Scalar c = a * inv_tau;
     // dL/dtau = -(1/tau) a_i (sum_j p_ij x_ij - miss x_ip)
-    const Scalar px = ((x - lse_all).exp() * x).sum();
+    const Scalar px = scale * (e * x).sum();
     st.dtau -= static_cast<double>(a) / params_.temperature * static_cast<double>(px - miss * sp);
-    x = c * (x - lse_all).exp();
+    x = (c * scale) * e;
     return -c * miss;
   }
 
@@ -279,7 +284,7 @@ class InfoNCEWithNegatives {
       x.resize(b, m);
       x.noalias() = inv_tau * (qb * st.neg.transpose());
       for (Eigen::Index i = 0; i < b; ++i) {
-        auto xi = x.row(i).array();
+        auto xi = x.row(i).transpose().array();
         const Scalar cp = query_terms(st, r0 + i, xi, grad, value);
         if (!grad) continue;
         st.dw.row(r0 + i) += cp * st.w.row(n + r0 + i);
