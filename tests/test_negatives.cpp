@@ -368,6 +368,17 @@ TEST_CASE("sampled negatives: the draws follow the documented rule", "[negatives
     }
     CHECK(differs);
   }
+  // The O(k) path without ids draws exactly what listing the candidates does
+  // (distinct ids take the listing path and mask nothing).
+  std::vector<Eigen::Index> distinct(static_cast<std::size_t>(n));
+  for (Eigen::Index j = 0; j < n; ++j) distinct[static_cast<std::size_t>(j)] = 100 + j;
+  for (const auto& params : {ntx, contrastive::DHEL<double>().params(), contrastive::InfoNCE<double>().params()})
+    for (const bool replace : {false, true})
+      for (const Eigen::Index k : {Eigen::Index{1}, Eigen::Index{4}, Eigen::Index{2 * n}}) {
+        const contrastive::SampledNegatives<double> s(params, sampling(k, replace, 77));
+        const contrastive::SampledNegatives<double> probe(params, sampling(1, false, 0));
+        for (Eigen::Index r = 0; r < probe.anchors(n); ++r) CHECK(s.negatives_of(r, n) == s.negatives_of(r, n, &distinct));
+      }
   // Candidates by weight: DHEL (within-view only) draws from the anchor's own view.
   const contrastive::SampledNegatives<double> dhel(contrastive::DHEL<double>().params(), sampling(4, false, 1));
   for (Eigen::Index j : dhel.negatives_of(n + 2, n)) CHECK(j >= n);

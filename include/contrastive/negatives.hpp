@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <Eigen/Core>
@@ -361,7 +362,7 @@ class SplitMix64 {
 /// C[t + below(|C| - t)]); with replacement k entries C[below(|C|)].
 /// negatives_of() returns exactly these rows.  With k >= |C| and no
 /// replacement the loss equals the InfoNCEFamily loss.  Cost O(A k d) for A
-/// anchors plus O(A n) to list candidates; single-threaded.
+/// anchors (plus O(A n) to list candidates when ids are given); single-threaded.
 template <typename Scalar>
 class SampledNegatives {
   static_assert(std::is_floating_point<Scalar>::value, "contrastive: Scalar must be float or double");
@@ -388,8 +389,9 @@ class SampledNegatives {
     if (anchor < 0 || anchor >= anchors(n))
       detail::fail(kName, "anchor", "must be in [0, " + std::to_string(anchors(n)) + ") " + detail::got(anchor));
     if (instance_ids) detail::count_negatives(kName, n, instance_ids);
-    std::vector<Eigen::Index> cand, out;
-    draw(anchor, n, instance_ids ? instance_ids->data() : nullptr, cand, out);
+    Scratch sc;
+    std::vector<Eigen::Index> out;
+    draw(anchor, n, instance_ids ? instance_ids->data() : nullptr, sc, out);
     return out;
   }
 
@@ -447,32 +449,72 @@ class SampledNegatives {
     Eigen::Index n = 0;
   };
 
-  /// Candidates of `anchor` into cand (reused), the draw into out.
-  void draw(Eigen::Index anchor, Eigen::Index n, const Eigen::Index* ids, std::vector<Eigen::Index>& cand,
+  /// Buffers of draw(), reused across anchors.
+  struct Scratch {
+    std::vector<Eigen::Index> cand;                      // listed candidates (with ids)
+    std::unordered_map<std::uint64_t, std::uint64_t> moved;  // sparse shuffle (without ids)
+  };
+
+  /// The draw of `anchor` into out.  With ids the candidates are listed and
+  /// shuffled in place; without, candidate t is computed from t (O(1)) and
+  /// the partial Fisher-Yates shuffle keeps only the positions it moved, so
+  /// a draw costs O(k) instead of O(n) -- the same draws either way.
+  void draw(Eigen::Index anchor, Eigen::Index n, const Eigen::Index* ids, Scratch& sc,
             std::vector<Eigen::Index>& out) const {
     const Eigen::Index i = anchor % n, v = anchor / n;
-    cand.clear();
-    const auto add_view = [&](Eigen::Index view) {
-      for (Eigen::Index j = 0; j < n; ++j)
-        if (j != i && (!ids || ids[j] != ids[i])) cand.push_back(view * n + j);
-    };
-    if (params_.cross_weight > 0.0) add_view(1 - v);
-    if (params_.within_weight > 0.0) add_view(v);
+    const bool cross = params_.cross_weight > 0.0, within = params_.within_weight > 0.0;
     out.clear();
-    if (cand.empty()) return;
     detail::SplitMix64 rng(detail::mix64(sampling_.seed + detail::mix64(static_cast<std::uint64_t>(anchor) + 1)));
-    const auto m = static_cast<std::uint64_t>(cand.size());
     const auto k = static_cast<std::uint64_t>(sampling_.num_negatives);
+    if (ids) {
+      auto& cand = sc.cand;
+      cand.clear();
+      const auto add_view = [&](Eigen::Index view) {
+        for (Eigen::Index j = 0; j < n; ++j)
+          if (j != i && ids[j] != ids[i]) cand.push_back(view * n + j);
+      };
+      if (cross) add_view(1 - v);
+      if (within) add_view(v);
+      if (cand.empty()) return;
+      const auto m = static_cast<std::uint64_t>(cand.size());
+      if (sampling_.with_replacement) {
+        for (std::uint64_t t = 0; t < k; ++t) out.push_back(cand[static_cast<std::size_t>(rng.below(m))]);
+        return;
+      }
+      const std::uint64_t take = std::min(k, m);
+      for (std::uint64_t t = 0; t < take; ++t) {
+        const std::uint64_t j = t + rng.below(m - t);
+        std::swap(cand[static_cast<std::size_t>(t)], cand[static_cast<std::size_t>(j)]);
+      }
+      out.assign(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(take));
+      return;
+    }
+    // Candidate t: block (other view if cross, then own view if within) of
+    // the n - 1 instances j != i in order.
+    const auto per = static_cast<std::uint64_t>(n - 1);
+    const auto row_of = [&](std::uint64_t t) {
+      const Eigen::Index view = (cross && t < per) ? 1 - v : v;
+      const auto j = static_cast<Eigen::Index>(t % per);
+      return view * n + (j < i ? j : j + 1);
+    };
+    const std::uint64_t m = per * ((cross ? 1u : 0u) + (within ? 1u : 0u));
     if (sampling_.with_replacement) {
-      for (std::uint64_t t = 0; t < k; ++t) out.push_back(cand[static_cast<std::size_t>(rng.below(m))]);
+      for (std::uint64_t t = 0; t < k; ++t) out.push_back(row_of(rng.below(m)));
       return;
     }
     const std::uint64_t take = std::min(k, m);
+    auto& moved = sc.moved;
+    moved.clear();
+    const auto at = [&](std::uint64_t pos) {
+      const auto it = moved.find(pos);
+      return it == moved.end() ? pos : it->second;
+    };
     for (std::uint64_t t = 0; t < take; ++t) {
       const std::uint64_t j = t + rng.below(m - t);
-      std::swap(cand[static_cast<std::size_t>(t)], cand[static_cast<std::size_t>(j)]);
+      const std::uint64_t vj = at(j);
+      moved[j] = at(t);  // position t is never read again
+      out.push_back(row_of(vj));
     }
-    out.assign(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(take));
   }
 
   template <typename DA, typename DB>
@@ -509,11 +551,12 @@ class SampledNegatives {
     const Scalar lw[2] = {static_cast<Scalar>(params_.cross_weight > 0 ? std::log(params_.cross_weight) : 0.0),
                           static_cast<Scalar>(params_.within_weight > 0 ? std::log(params_.within_weight) : 0.0)};
     if (grad) st.dw.setZero(st.w.rows(), st.w.cols());
-    std::vector<Eigen::Index> cand, neg;
+    Scratch sc;
+    std::vector<Eigen::Index> neg;
     Eigen::Array<Scalar, Eigen::Dynamic, 1> x;
     double value = 0.0;
     for (Eigen::Index r = 0; r < a; ++r) {
-      draw(r, n, st.ids, cand, neg);
+      draw(r, n, st.ids, sc, neg);
       const Eigen::Index p = r < n ? r + n : r - n, view = r / n;
       const auto wr = st.w.row(r);
       const Scalar sp = inv_tau * wr.dot(st.w.row(p));
