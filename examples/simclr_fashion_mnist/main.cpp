@@ -34,25 +34,25 @@ const char* kUsage =
     "  --tau T            temperature (default 0.2)\n"
     "  --lambda L         add L * VRNS variance penalty, N = training images used (default 0)\n"
     "  --batch B          pairs per step (default 256)\n"
-    "  --epochs E         passes over the training images (default 6)\n"
-    "  --train-subset N   training images used for contrastive training (default 12000)\n"
+    "  --epochs E         passes over the training images (default 5)\n"
+    "  --train-subset N   training images used for contrastive training (default 60000 = all)\n"
     "  --lr LR            learning rate (default 1e-3)\n"
     "  --sgd              SGD with momentum 0.9 instead of Adam\n"
     "  --seed S           seed of initialisation, order and augmentations (default 1)\n"
-    "  --threads T        threads for Eigen and the loss engine (default 0 = all)\n"
-    "  --probe-train N    training images for the linear probe (default 60000)\n"
+    "  --threads T        threads for Eigen and the loss engine (default 1; 0 = all cores)\n"
+    "  --probe-train N    training images for the linear probes (default 10000)\n"
     "  --knn-train N      training images for kNN (default 10000)\n"
     "  --knn-test N       test images for kNN (default 2000; the linear probe uses all 10000)\n"
-    "  --min-area A       smallest crop area fraction (default 0.35)\n"
-    "  --shift P          largest shift of the crop box out of the image, pixels (default 3)\n"
-    "  --noise S          pixel noise standard deviation (default 0.05)\n"
-    "  --jitter J         brightness (+-J) and contrast (1 +- 1.6 J) jitter (default 0.25)\n"
-    "  --erase P          probability of random erasing (default 0.3)\n"
+    "  --min-area A       smallest crop area fraction (default 1 = no crop, only the aspect stretch)\n"
+    "  --shift P          largest shift of the crop box out of the image, pixels (default 0)\n"
+    "  --noise S          pixel noise standard deviation (default 0.1)\n"
+    "  --jitter J         brightness (+-J) and contrast (1 +- 1.6 J) jitter (default 0.1)\n"
+    "  --erase P          probability of random erasing (default 0.5)\n"
     "  --wd W             weight decay (default 0)\n"
     "  --data DIR         data directory (default $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)\n"
     "  --study            run the batch {32,64,128,256} x lambda {0,30} grid instead\n"
     "  --study-seeds K    seeds per grid cell (default 3)\n"
-    "  --study-samples S  images seen per run in the study (default 24000)\n";
+    "  --study-samples S  images seen per run in the study, whatever the batch (default 120000)\n";
 
 [[noreturn]] void usage_error(const std::string& msg) {
   std::fprintf(stderr, "simclr_fashion_mnist: %s\n%s", msg.c_str(), kUsage);
@@ -302,11 +302,11 @@ int main(int argc, char** argv) {
   cfg.tau = args.num("tau", 0.2, 1e-3, 100);
   cfg.lambda = args.num("lambda", 0, 0, 1e6);
   cfg.batch = static_cast<int>(args.integer("batch", 256, 2, 60000));
-  const int epochs = static_cast<int>(args.integer("epochs", 6, 1, 100000));
+  const int epochs = static_cast<int>(args.integer("epochs", 5, 1, 100000));
   cfg.lr = args.num("lr", 1e-3, 1e-9, 100);
   cfg.sgd = args.has("sgd");
   cfg.seed = static_cast<unsigned>(args.integer("seed", 1, 0, 4294967295LL));
-  cfg.threads = static_cast<int>(args.integer("threads", 0, 0, 1024));
+  cfg.threads = static_cast<int>(args.integer("threads", 1, 0, 1024));
   cfg.aug.min_area = static_cast<float>(args.num("min-area", cfg.aug.min_area, 0.05, 1));
   cfg.aug.max_shift = static_cast<int>(args.integer("shift", cfg.aug.max_shift, 0, 14));
   cfg.aug.noise = static_cast<float>(args.num("noise", cfg.aug.noise, 0, 1));
@@ -315,12 +315,12 @@ int main(int argc, char** argv) {
   cfg.aug.erase_prob = static_cast<float>(args.num("erase", cfg.aug.erase_prob, 0, 1));
   cfg.weight_decay = args.num("wd", 0, 0, 1);
   const bool study = args.has("study");
-  const auto subset = static_cast<Eigen::Index>(args.integer("train-subset", study ? 10000 : 12000, 2, 60000));
-  const auto probe_train = static_cast<Eigen::Index>(args.integer("probe-train", study ? 20000 : 60000, 11, 60000));
+  const auto subset = static_cast<Eigen::Index>(args.integer("train-subset", 60000, 2, 60000));
+  const auto probe_train = static_cast<Eigen::Index>(args.integer("probe-train", 10000, 11, 60000));
   const auto knn_train = static_cast<Eigen::Index>(args.integer("knn-train", 10000, 20, 60000));
   const auto knn_test = static_cast<Eigen::Index>(args.integer("knn-test", 2000, 1, 10000));
   const int seeds = static_cast<int>(args.integer("study-seeds", 3, 1, 100));
-  const long long study_samples = args.integer("study-samples", 24000, 256, 100000000);
+  const long long study_samples = args.integer("study-samples", 120000, 256, 100000000);
   if (cfg.batch > subset) usage_error("--batch must not exceed --train-subset");
   if (cfg.threads > 0) Eigen::setNbThreads(cfg.threads);
   cfg.samples = static_cast<long long>(epochs) * (subset / cfg.batch) * cfg.batch;

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <numeric>
-#include <optional>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -29,7 +29,8 @@ class Loss {
   Loss(const std::string& name, double tau, double lambda, long long dataset_size,
        const contrastive::EngineOptions& opt = {})
       : base_(make_base(name, tau, opt)) {
-    if (lambda > 0) with_vrns_.emplace(base_, contrastive::VRNSParams{dataset_size}, lambda);
+    if (lambda > 0)
+      with_vrns_ = std::make_shared<const contrastive::WithVRNS<float>>(base_, contrastive::VRNSParams{dataset_size}, lambda);
   }
 
   static bool known(const std::string& name) {
@@ -54,7 +55,9 @@ class Loss {
     throw std::invalid_argument("unknown loss '" + name + "' (ntxent, infonce, clip, dcl, dhel)");
   }
   contrastive::InfoNCEFamily<float> base_;
-  std::optional<contrastive::WithVRNS<float>> with_vrns_;
+  // Held by pointer: GCC 12 with -fsanitize flags a false maybe-uninitialized
+  // in std::optional's emplace of this type.
+  std::shared_ptr<const contrastive::WithVRNS<float>> with_vrns_;
 };
 
 struct TrainConfig {
