@@ -39,7 +39,7 @@ const char* kUsage =
     "  --lr LR            learning rate (default 1e-3)\n"
     "  --sgd              SGD with momentum 0.9 instead of Adam\n"
     "  --seed S           seed of initialisation, order and augmentations (default 1)\n"
-    "  --threads T        threads for Eigen and the loss engine (default 1; 0 = all cores)\n"
+    "  --threads T        threads for Eigen and the loss engine (default 0 = all cores; 1 on a busy machine)\n"
     "  --probe-train N    training images for the linear probes (default 10000)\n"
     "  --knn-train N      training images for kNN (default 10000)\n"
     "  --knn-test N       test images for kNN (default 2000; the linear probe uses all 10000)\n"
@@ -306,7 +306,7 @@ int main(int argc, char** argv) {
   cfg.lr = args.num("lr", 1e-3, 1e-9, 100);
   cfg.sgd = args.has("sgd");
   cfg.seed = static_cast<unsigned>(args.integer("seed", 1, 0, 4294967295LL));
-  cfg.threads = static_cast<int>(args.integer("threads", 1, 0, 1024));
+  cfg.threads = static_cast<int>(args.integer("threads", 0, 0, 1024));
   cfg.aug.min_area = static_cast<float>(args.num("min-area", cfg.aug.min_area, 0.05, 1));
   cfg.aug.max_shift = static_cast<int>(args.integer("shift", cfg.aug.max_shift, 0, 14));
   cfg.aug.noise = static_cast<float>(args.num("noise", cfg.aug.noise, 0, 1));
