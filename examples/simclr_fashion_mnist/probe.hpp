@@ -15,6 +15,18 @@
 
 namespace fmnist {
 
+/// Fraction of rows whose largest score is at the row's label.
+template <typename D>
+double argmax_accuracy(const Eigen::MatrixBase<D>& scores, const std::vector<int>& labels) {
+  Eigen::Index ok = 0;
+  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
+    Eigen::Index best;
+    scores.row(i).maxCoeff(&best);
+    ok += best == labels[static_cast<std::size_t>(i)];
+  }
+  return static_cast<double>(ok) / static_cast<double>(scores.rows());
+}
+
 /// Accuracy of ridge regression onto one-hot labels: features standardised
 /// with the training mean and standard deviation, a bias column appended,
 /// W = (A^T A + ridge * n I)^-1 A^T Y solved in double; the class is argmax.
@@ -42,13 +54,7 @@ double linear_probe_accuracy(const Eigen::MatrixBase<DTr>& ftrain, const std::ve
   gram.diagonal().array() += ridge * static_cast<double>(n);
   const M w = gram.ldlt().solve(a.transpose() * y);
   const M scores = design(ftest) * w;
-  Eigen::Index ok = 0;
-  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
-    Eigen::Index best;
-    scores.row(i).maxCoeff(&best);
-    ok += best == ytest[static_cast<std::size_t>(i)];
-  }
-  return static_cast<double>(ok) / static_cast<double>(scores.rows());
+  return argmax_accuracy(scores, ytest);
 }
 
 /// Accuracy of multinomial logistic regression on features standardised with
@@ -104,13 +110,7 @@ double logistic_probe_accuracy(const Eigen::MatrixBase<DTr>& ftrain, const std::
     }
   }
   const M scores = (standardise(ftest) * w).rowwise() + b;
-  Eigen::Index ok = 0;
-  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
-    Eigen::Index best;
-    scores.row(i).maxCoeff(&best);
-    ok += best == ytest[static_cast<std::size_t>(i)];
-  }
-  return static_cast<double>(ok) / static_cast<double>(scores.rows());
+  return argmax_accuracy(scores, ytest);
 }
 
 /// Accuracy of the k nearest training rows by cosine similarity, each

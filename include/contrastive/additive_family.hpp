@@ -205,7 +205,7 @@ class SigLIP {
   template <typename DA, typename DB>
   Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
                const Ids* instance_ids = nullptr) const {
-    const auto k = kernel(za.rows(), checked_ids(za, zb, instance_ids));
+    const auto k = kernel(za.rows(), detail::checked_ids(kName, za, zb, instance_ids));
     return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, ws, options_, za, zb, kName));
   }
 
@@ -226,7 +226,7 @@ class SigLIP {
                         const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
                         Scalar* grad_logit_scale, Scalar* grad_logit_bias, Workspace<Scalar>& ws,
                         const Ids* instance_ids = nullptr) const {
-    const auto k = kernel(za.rows(), checked_ids(za, zb, instance_ids));
+    const auto k = kernel(za.rows(), detail::checked_ids(kName, za, zb, instance_ids));
     const auto r = detail::Engine<Scalar>::evaluate_grad(k, ws, options_, za, zb, grad_a, grad_b, kName);
     if (grad_logit_scale) *grad_logit_scale = static_cast<Scalar>(r.second / (2.0 * params_.logit_scale));
     if (grad_logit_bias)
@@ -245,15 +245,6 @@ class SigLIP {
                                                              detail::AuxSum::TermDerivative));
   }
 
-  // Views first (their errors come first), then the ids.
-  template <typename DA, typename DB>
-  const Eigen::Index* checked_ids(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                  const Ids* ids) const {
-    if (!ids) return nullptr;
-    detail::check_views(kName, za, zb);
-    detail::count_negatives(kName, za.rows(), ids);
-    return ids->data();
-  }
 
   SigLIPParams params_;
   EngineOptions options_;

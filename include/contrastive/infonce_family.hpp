@@ -356,7 +356,7 @@ class InfoNCEFamily : public detail::AllocatingOverloads<InfoNCEFamily<Scalar>, 
   template <typename DA, typename DB>
   Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
                const Ids* instance_ids = nullptr) const {
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), checked_ids(za, zb, instance_ids));
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), detail::checked_ids(name_, za, zb, instance_ids));
     return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel, ws, options_, za, zb, name_));
   }
 
@@ -369,7 +369,7 @@ class InfoNCEFamily : public detail::AllocatingOverloads<InfoNCEFamily<Scalar>, 
   Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                         const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
                         Scalar* grad_temperature, Workspace<Scalar>& ws, const Ids* instance_ids = nullptr) const {
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), checked_ids(za, zb, instance_ids));
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), detail::checked_ids(name_, za, zb, instance_ids));
     const auto r = detail::Engine<Scalar>::evaluate_grad(kernel, ws, options_, za, zb, grad_a, grad_b, name_);
     if (grad_temperature) *grad_temperature = static_cast<Scalar>(-r.second / (2.0 * params_.temperature));
     return static_cast<Scalar>(r.first);
@@ -380,7 +380,7 @@ class InfoNCEFamily : public detail::AllocatingOverloads<InfoNCEFamily<Scalar>, 
   Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
                const Reduce<Scalar>& reduce, const Ids* instance_ids = nullptr) const {
     PerAnchor pa(*this, za, zb, reduce);
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), checked_ids(za, zb, instance_ids), &pa.coef,
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), detail::checked_ids(name_, za, zb, instance_ids), &pa.coef,
                                                pa.losses.data());
     const auto v = static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel, ws, options_, za, zb, name_));
     pa.publish(reduce);
@@ -395,7 +395,7 @@ class InfoNCEFamily : public detail::AllocatingOverloads<InfoNCEFamily<Scalar>, 
                         Scalar* grad_temperature, Workspace<Scalar>& ws, const Reduce<Scalar>& reduce,
                         const Ids* instance_ids = nullptr) const {
     PerAnchor pa(*this, za, zb, reduce);
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), checked_ids(za, zb, instance_ids), &pa.coef,
+    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), detail::checked_ids(name_, za, zb, instance_ids), &pa.coef,
                                                pa.losses.data());
     const auto r = detail::Engine<Scalar>::evaluate_grad(kernel, ws, options_, za, zb, grad_a, grad_b, name_);
     if (grad_temperature) *grad_temperature = static_cast<Scalar>(-r.second / (2.0 * params_.temperature));
@@ -425,15 +425,6 @@ class InfoNCEFamily : public detail::AllocatingOverloads<InfoNCEFamily<Scalar>, 
     }
   };
 
-  // Views first (their errors come first), then the ids.
-  template <typename DA, typename DB>
-  const Eigen::Index* checked_ids(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                  const Ids* ids) const {
-    if (!ids) return nullptr;
-    detail::check_views(name_, za, zb);
-    detail::count_negatives(name_, za.rows(), ids);
-    return ids->data();
-  }
 
   InfoNCEFamilyParams params_;
   EngineOptions options_;

@@ -528,8 +528,7 @@ class SampledNegatives {
                const Reduce<Scalar>& reduce, const Ids* ids) const {
     detail::check_views(kName, za, zb);
     const Eigen::Index n = za.rows(), d = za.cols();
-    if (ids) detail::count_negatives(kName, n, ids);
-    st.ids = ids ? ids->data() : nullptr;
+    st.ids = detail::checked_ids(kName, za, zb, ids);
     st.n = n;
     const Eigen::Index a = anchors(n);
     detail::anchor_coefficients(kName, reduce, a, st.coef);

@@ -93,6 +93,17 @@ inline double count_negatives(const char* where, Eigen::Index n, const std::vect
   return negatives;
 }
 
+/// Optional instance ids of a batch, validated after the views (so shape
+/// errors come first); returns their data, or null without ids.
+template <typename DA, typename DB>
+const Eigen::Index* checked_ids(const char* where, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                const std::vector<Eigen::Index>* ids) {
+  if (!ids) return nullptr;
+  check_views(where, za, zb);
+  count_negatives(where, za.rows(), ids);
+  return ids->data();
+}
+
 /// Checks the views and sizes the gradients of an allocating result.
 template <typename Result, typename DA, typename DB>
 void size_result(Result& out, const char* where, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) {
