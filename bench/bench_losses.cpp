@@ -91,7 +91,7 @@ void bm_extra(benchmark::State& state, Extra e, bool grad) {
     S v = 0;
     switch (e) {
       case Extra::SigLIP: v = grad ? siglip.value_and_grad(za, zb, ga, gb, &g1, &g2, ws) : siglip.value(za, zb, ws); break;
-      case Extra::VRNS: v = grad ? vrns.value_and_grad(za, zb, ga, gb, nullptr, ws) : vrns.value(za, zb, ws); break;
+      case Extra::VRNS: v = grad ? vrns.value_and_grad(za, zb, ga, gb, ws) : vrns.value(za, zb, ws); break;
       case Extra::NTXentVRNS: v = grad ? comb.value_and_grad(za, zb, ga, gb, &g1, ws) : comb.value(za, zb, ws); break;
     }
     benchmark::DoNotOptimize(v);

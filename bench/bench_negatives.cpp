@@ -30,9 +30,12 @@ void bm_shared(benchmark::State& state, bool grad, bool bank) {
   const Mat<S> q = deterministic_input<S>(n, d, 0), k = deterministic_input<S>(n, d, 1),
                neg = deterministic_input<S>(m, d, 2);
   const contrastive::InfoNCEWithNegatives<S> loss;
-  Mat<S> gq(n, d), gk(n, d), gn;
+  Mat<S> gq(n, d), gk(n, d), gn(m, d);
+  contrastive::Workspace<S> ws;
   for (auto _ : state) {
-    S v = grad ? loss.value_and_grad(q, k, neg, gq, gk, bank ? nullptr : &gn, nullptr) : loss.value(q, k, neg);
+    S v = !grad  ? loss.value(q, k, neg, ws)
+          : bank ? loss.value_and_grad(q, k, neg, gq, gk, nullptr, nullptr, ws)
+                 : loss.value_and_grad(q, k, neg, gq, gk, gn, nullptr, ws);
     benchmark::DoNotOptimize(v);
     benchmark::ClobberMemory();
   }
@@ -64,8 +67,9 @@ void bm_sampled(benchmark::State& state) {
   sp.num_negatives = k;
   const contrastive::SampledNegatives<float> loss(contrastive::NTXent<float>(0.2).params(), sp);
   Mat<float> ga(n, d), gb(n, d);
+  contrastive::Workspace<float> ws;
   for (auto _ : state) {
-    float v = loss.value_and_grad(za, zb, ga, gb, nullptr);
+    float v = loss.value_and_grad(za, zb, ga, gb, nullptr, ws);
     benchmark::DoNotOptimize(v);
     benchmark::ClobberMemory();
   }

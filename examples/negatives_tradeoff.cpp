@@ -120,7 +120,8 @@ double run(int classes, int k, Variant variant, unsigned seed) {
   params.mode = contrastive::NegativeMode::PerQuery;
   const contrastive::InfoNCEWithNegatives<double> loss(params);
   Views xa(anchors), xp(anchors), xn(static_cast<Eigen::Index>(anchors) * k);
-  Mat gq(anchors, kCode), gp(anchors, kCode), gn, dw;
+  Mat gq(anchors, kCode), gp(anchors, kCode), gn(static_cast<Eigen::Index>(anchors) * k, kCode), dw;
+  contrastive::Workspace<double> ws;
   Adam adam;
   double s[kCode];
   for (int step = 0; step < steps; ++step) {
@@ -133,7 +134,7 @@ double run(int classes, int k, Variant variant, unsigned seed) {
         smp.fresh_view(xn, static_cast<Eigen::Index>(i) * k + j,
                        variant == Variant::CollisionFree ? smp.other_class(c) : smp.random_class());
     }
-    loss.value_and_grad(xa.embed(w), xp.embed(w), xn.embed(w), gq, gp, &gn, nullptr);
+    loss.value_and_grad(xa.embed(w), xp.embed(w), xn.embed(w), gq, gp, gn, nullptr, ws);
     dw.setZero(w.rows(), w.cols());
     xa.add_grad(gq, dw);
     xp.add_grad(gp, dw);

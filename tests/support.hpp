@@ -64,6 +64,39 @@ inline MatD central_difference(const std::function<double(const MatD&)>& f, cons
   return g;
 }
 
+/// CallOptions with instance ids (none for a null pointer or an empty vector).
+template <typename S = double>
+contrastive::CallOptions<S> ids_call(const std::vector<Eigen::Index>* ids) {
+  contrastive::CallOptions<S> c;
+  if (ids && !ids->empty()) c.instance_ids = *ids;
+  return c;
+}
+template <typename S = double>
+contrastive::CallOptions<S> ids_call(const std::vector<Eigen::Index>& ids) {
+  return ids_call<S>(&ids);
+}
+/// CallOptions with class labels.
+template <typename S = double>
+contrastive::CallOptions<S> labels_call(const std::vector<Eigen::Index>& labels) {
+  contrastive::CallOptions<S> c;
+  c.labels = labels;
+  return c;
+}
+/// CallOptions with a reduction, optional weights and an optional per-anchor
+/// output (resized here to `anchors` entries).
+template <typename S>
+contrastive::CallOptions<S> reduce_call(contrastive::Reduction r, const std::vector<S>* weights = nullptr,
+                                        std::vector<S>* per = nullptr, Eigen::Index anchors = 0) {
+  contrastive::CallOptions<S> c;
+  c.reduction = r;
+  if (weights) c.anchor_weights = *weights;
+  if (per) {
+    per->assign(static_cast<std::size_t>(anchors), S(0));
+    c.per_anchor = *per;
+  }
+  return c;
+}
+
 enum class Preset { InfoNCE, CLIP, NTXent, DCL, DHEL };
 constexpr Preset kPresets[] = {Preset::InfoNCE, Preset::CLIP, Preset::NTXent, Preset::DCL, Preset::DHEL};
 

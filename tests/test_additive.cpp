@@ -39,15 +39,15 @@ Out evaluate(const ReferenceCase& c, const contrastive::EngineOptions& o) {
     out = {r.value, 0, 0, r.grad_a, r.grad_b};
   } else if (c.loss == "vrns") {
     const contrastive::VRNS<double> l(vrns_params(c), o);
-    const auto r = l.value_and_grad(c.za, c.zb, ids);
+    const auto r = l.value_and_grad(c.za, c.zb, ids_call(ids));
     out = {r.value, 0, 0, r.grad_a, r.grad_b};
-    CHECK(near(l.value(c.za, c.zb, ids), c.value, 1e-10));
+    CHECK(near(l.value(c.za, c.zb, ids_call(ids)), c.value, 1e-10));
   } else {
     const contrastive::WithVRNS<double> l(contrastive::NTXent<double>(c.param.at("temperature"), o), vrns_params(c),
                                           c.param.at("lambda"));
-    const auto r = l.value_and_grad(c.za, c.zb, ids);
+    const auto r = l.value_and_grad(c.za, c.zb, ids_call(ids));
     out = {r.value, r.grad_temperature, 0, r.grad_a, r.grad_b};
-    CHECK(near(l.value(c.za, c.zb, ids), c.value, 1e-10));
+    CHECK(near(l.value(c.za, c.zb, ids_call(ids)), c.value, 1e-10));
   }
   return out;
 }
@@ -113,7 +113,7 @@ TEST_CASE("SigLIP, spectral, VRNS and WithVRNS gradients match central differenc
       const MatD za = uneven_rows(n, d, rng), zb = uneven_rows(n, d, rng);
       const std::vector<Eigen::Index> sub(ids.begin(), ids.begin() + n);
       const bool ids_ok = n == 6;  // the first 2 or 3 ids are distinct too, but use them only at n = 6
-      const std::vector<Eigen::Index>* id = ids_ok ? &sub : nullptr;
+      const auto id = ids_call(ids_ok ? &sub : nullptr);
       const contrastive::SigLIP<double> sig({4.0, -1.0}, o);
       const contrastive::Spectral<double> spec({1.0, 0.7}, o);
       const contrastive::VRNS<double> pen(vp, o);
@@ -188,7 +188,7 @@ TEST_CASE("a sum of several terms equals the sum of its parts, in one call", "[a
   const contrastive::Combined<double> sum(base, {contrastive::LossTerm::make_vrns(vp, 30.0),
                                                  contrastive::LossTerm::make_spectral(sp, 0.5),
                                                  contrastive::LossTerm::make_siglip(gp, 0.2)});
-  for (const std::vector<Eigen::Index>* id : {static_cast<const std::vector<Eigen::Index>*>(nullptr), &ids}) {
+  for (const auto& id : {ids_call(nullptr), ids_call(ids)}) {
     const auto r = sum.value_and_grad(za, zb, id);
     const auto rb = base.value_and_grad(za, zb, id);
     const auto rv = contrastive::VRNS<double>(vp).value_and_grad(za, zb, id);
@@ -235,9 +235,9 @@ TEST_CASE("additive losses and VRNS reject bad input by name", "[bad-input][addi
   double gt = 44.0;
   contrastive::Workspace<double> ws;
   const std::vector<Eigen::Index> short_ids = {0, 1, 2}, same_ids = {5, 5, 5, 5};
-  CHECK_THROWS_WITH(comb.value_and_grad(za, zb, ga, gb, &gt, ws, &short_ids),
-                    Contains("'instance_ids'") && Contains("3 entries"));
-  CHECK_THROWS_WITH(comb.value_and_grad(za, zb, ga, gb, &gt, ws, &same_ids), Contains("no negative pair"));
+  CHECK_THROWS_WITH(comb.value_and_grad(za, zb, ga, gb, &gt, ws, ids_call(short_ids)),
+                    Contains("'call.instance_ids'") && Contains("3 entries"));
+  CHECK_THROWS_WITH(comb.value_and_grad(za, zb, ga, gb, &gt, ws, ids_call(same_ids)), Contains("no negative pair"));
   MatD bad = za;
   bad(1, 1) = nan;
   CHECK_THROWS_WITH(comb.value_and_grad(bad, zb, ga, gb, &gt, ws), Contains("'za'"));
@@ -267,17 +267,17 @@ TEST_CASE("SigLIP with instance ids drops the pairs of equal ids", "[additive][g
       }
     return v / static_cast<double>(n);
   };
-  const auto r = loss.value_and_grad(za, zb, &ids);
+  const auto r = loss.value_and_grad(za, zb, ids_call(ids));
   CHECK(near(r.value, brute(za, zb), 1e-12));
-  check_central_differences([&](const MatD& a, const MatD& c) { return loss.value(a, c, &ids); }, za, zb, r.grad_a,
+  check_central_differences([&](const MatD& a, const MatD& c) { return loss.value(a, c, ids_call(ids)); }, za, zb, r.grad_a,
                             r.grad_b);
   const double h = 1e-6;
   CHECK(near(r.grad_logit_bias,
-             (contrastive::SigLIP<double>(t, b + h).value(za, zb, &ids) -
-              contrastive::SigLIP<double>(t, b - h).value(za, zb, &ids)) / (2 * h), 1e-6, 1e-3));
+             (contrastive::SigLIP<double>(t, b + h).value(za, zb, ids_call(ids)) -
+              contrastive::SigLIP<double>(t, b - h).value(za, zb, ids_call(ids))) / (2 * h), 1e-6, 1e-3));
   // Distinct ids are no mask at all.
   const std::vector<Eigen::Index> distinct = {0, 1, 2, 3, 4, 5};
-  CHECK(near(loss.value(za, zb, &distinct), loss.value(za, zb), 1e-14));
+  CHECK(near(loss.value(za, zb, ids_call(distinct)), loss.value(za, zb), 1e-14));
   const std::vector<Eigen::Index> short_ids = {0, 1};
-  CHECK_THROWS_WITH(loss.value(za, zb, &short_ids), Catch::Matchers::Contains("'instance_ids'"));
+  CHECK_THROWS_WITH(loss.value(za, zb, ids_call(short_ids)), Catch::Matchers::Contains("'call.instance_ids'"));
 }

@@ -136,9 +136,9 @@ TEST_CASE("instance ids of the wrong length or all equal are rejected", "[bad-in
     const auto loss = make_loss<double>(p, 0.5);
     MatD ga = MatD::Constant(4, 3, 42.0), gb = MatD::Constant(4, 3, 43.0);
     contrastive::Workspace<double> ws;
-    CHECK_THROWS_WITH(loss.value_and_grad(za, zb, ga, gb, nullptr, ws, &short_ids),
-                      Contains("'instance_ids'") && Contains("3 entries"));
-    CHECK_THROWS_WITH(loss.value(za, zb, &same), Contains("'instance_ids'") && Contains("no negative"));
+    CHECK_THROWS_WITH(loss.value_and_grad(za, zb, ga, gb, nullptr, ws, ids_call(short_ids)),
+                      Contains("'call.instance_ids'") && Contains("3 entries"));
+    CHECK_THROWS_WITH(loss.value(za, zb, ids_call(same)), Contains("'call.instance_ids'") && Contains("no negative"));
     CHECK((ga.array() == 42.0).all());
     CHECK((gb.array() == 43.0).all());
   }

@@ -72,12 +72,12 @@ TEST_CASE("gradients with a false-negative mask match central differences", "[gr
     opt.tile_size = 3;
     const auto loss = make_loss<double>(p, 0.3, opt);
     const MatD za = uneven_rows(7, 4, rng), zb = uneven_rows(7, 4, rng);
-    const auto r = loss.value_and_grad(za, zb, &ids);
-    check_central_differences([&](const MatD& a, const MatD& b) { return loss.value(a, b, &ids); }, za, zb,
+    const auto r = loss.value_and_grad(za, zb, ids_call(ids));
+    check_central_differences([&](const MatD& a, const MatD& b) { return loss.value(a, b, ids_call(ids)); }, za, zb,
                               r.grad_a, r.grad_b);
     // Distinct ids change nothing.
     const std::vector<Eigen::Index> distinct = {9, 8, 7, 6, 5, 4, 3};
-    CHECK(near(loss.value(za, zb, &distinct), loss.value(za, zb), 1e-14));
+    CHECK(near(loss.value(za, zb, ids_call(distinct)), loss.value(za, zb), 1e-14));
   }
 }
 
@@ -88,15 +88,15 @@ TEST_CASE("SupCon: central differences; distinct labels give NT-Xent; bad labels
   opt.tile_size = 2;
   const contrastive::SupCon<double> loss(0.2, opt);
   const MatD za = uneven_rows(7, 4, rng), zb = uneven_rows(7, 4, rng);
-  const auto r = loss.value_and_grad(za, zb, labels);
-  check_central_differences([&](const MatD& a, const MatD& b) { return loss.value(a, b, labels); }, za, zb, r.grad_a,
+  const auto r = loss.value_and_grad(za, zb, labels_call(labels));
+  check_central_differences([&](const MatD& a, const MatD& b) { return loss.value(a, b, labels_call(labels)); }, za, zb, r.grad_a,
                             r.grad_b);
   const double h = 1e-7;
   CHECK(near(r.grad_temperature,
-             (contrastive::SupCon<double>(0.2 + h).value(za, zb, labels) - contrastive::SupCon<double>(0.2 - h).value(za, zb, labels)) / (2 * h),
+             (contrastive::SupCon<double>(0.2 + h).value(za, zb, labels_call(labels)) - contrastive::SupCon<double>(0.2 - h).value(za, zb, labels_call(labels))) / (2 * h),
              1e-6, 1e-6));
   const std::vector<Eigen::Index> distinct = {0, 1, 2, 3, 4, 5, 6};
-  const auto s = loss.value_and_grad(za, zb, distinct);
+  const auto s = loss.value_and_grad(za, zb, labels_call(distinct));
   const auto nt = contrastive::NTXent<double>(0.2).value_and_grad(za, zb);
   CHECK(near(s.value, nt.value, 1e-13));
   CHECK(near(s.grad_a, nt.grad_a, 1e-12));
@@ -104,8 +104,8 @@ TEST_CASE("SupCon: central differences; distinct labels give NT-Xent; bad labels
   MatD ga = MatD::Constant(7, 4, 42.0), gb = MatD::Constant(7, 4, 43.0);
   contrastive::Workspace<double> ws;
   const std::vector<Eigen::Index> short_labels = {0, 1};
-  CHECK_THROWS_WITH(loss.value_and_grad(za, zb, short_labels, ga, gb, nullptr, ws),
-                    Catch::Matchers::Contains("'labels'") && Catch::Matchers::Contains("2 entries"));
+  CHECK_THROWS_WITH(loss.value_and_grad(za, zb, ga, gb, nullptr, ws, labels_call(short_labels)),
+                    Catch::Matchers::Contains("'call.labels'") && Catch::Matchers::Contains("2 entries"));
   CHECK_THROWS_WITH(contrastive::SupCon<double>(-1.0), Catch::Matchers::Contains("'temperature'"));
   CHECK((ga.array() == 42.0).all());
 }

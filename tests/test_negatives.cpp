@@ -10,7 +10,7 @@
 
 using namespace testing;
 using contrastive::NegativeMode;
-using contrastive::Reduce;
+using contrastive::CallOptions;
 using contrastive::Reduction;
 
 namespace {
@@ -59,22 +59,22 @@ TEST_CASE("explicit negative keys match info-nce-pytorch (float64 autograd)", "[
       contrastive::EngineOptions o;
       o.memory_budget_bytes = 8 * 150 * 7;  // several query blocks for the larger shared case
       const contrastive::InfoNCEWithNegatives<double> loss(p, o);
-      Reduce<double> red;
+      CallOptions<double> red;
       red.reduction = c.reduction == "sum" ? Reduction::Sum : c.reduction == "none" ? Reduction::None : Reduction::Mean;
-      std::vector<double> w, per;
+      std::vector<double> w, per(static_cast<std::size_t>(c.m.at("query").rows()));
       if (c.m.count("weights")) {
         w = row_vector(c.m.at("weights"));
-        red.anchor_weights = &w;
+        red.anchor_weights = w;
       }
-      red.per_anchor = &per;
+      red.per_anchor = per;
       const auto& q = c.m.at("query");
       const auto& k = c.m.at("positive_key");
       const auto& nk = c.m.at("negative_keys");
       const auto r = loss.value_and_grad(q, k, nk, red);
       CHECK(near(r.value, c.m.at("value")(0, 0), 1e-10, 0.0));
       CHECK(near(loss.value(q, k, nk, red), c.m.at("value")(0, 0), 1e-10, 0.0));
-      CHECK(near(r.grad_query, c.m.at("grad_query"), 1e-10, 0.0));
-      CHECK(near(r.grad_positive_key, c.m.at("grad_positive_key"), 1e-10, 0.0));
+      CHECK(near(r.grad_a, c.m.at("grad_query"), 1e-10, 0.0));
+      CHECK(near(r.grad_b, c.m.at("grad_positive_key"), 1e-10, 0.0));
       CHECK(near(r.grad_negative_keys, c.m.at("grad_negative_keys"), 1e-10, 0.0));
       CHECK(near(r.grad_temperature, c.m.at("grad_temperature")(0, 0), 1e-10, 0.0));
       const Eigen::Map<const Eigen::VectorXd> got(per.data(), static_cast<Eigen::Index>(per.size()));
@@ -93,11 +93,11 @@ TEST_CASE("explicit negative keys: gradients match central differences", "[negat
     p.mode = mode;
     const contrastive::InfoNCEWithNegatives<double> loss(p);
     std::vector<double> w = {0.5, 2.0, 0.0, 1.0, 3.0};
-    Reduce<double> red{Reduction::Sum, &w, nullptr};
+    const auto red = reduce_call<double>(Reduction::Sum, &w);
     const auto r = loss.value_and_grad(q, k, nk, red);
     const auto f = [&](const MatD& a, const MatD& b, const MatD& c) { return static_cast<double>(loss.value(a, b, c, red)); };
-    check_central_differences([&](const MatD& a, const MatD& b) { return f(a, b, nk); }, q, k, r.grad_query,
-                              r.grad_positive_key);
+    check_central_differences([&](const MatD& a, const MatD& b) { return f(a, b, nk); }, q, k, r.grad_a,
+                              r.grad_b);
     const MatD fn = central_difference([&](const MatD& x) { return f(q, k, x); }, nk);
     for (Eigen::Index i = 0; i < m; ++i) CHECK(near(r.grad_negative_keys.row(i), fn.row(i), 1e-6, 1e-2 / nk.row(i).norm()));
     // Temperature: central difference in tau.
@@ -111,10 +111,11 @@ TEST_CASE("explicit negative keys: gradients match central differences", "[negat
     // No gradient for the negatives requested: the others are unchanged.
     MatD gq(n, d), gk(n, d);
     double dtau = 0;
-    const double v = loss.value_and_grad(q, k, nk, gq, gk, nullptr, &dtau, red);
+    contrastive::Workspace<double> ws;
+    const double v = loss.value_and_grad(q, k, nk, gq, gk, nullptr, &dtau, ws, red);
     CHECK(v == Approx(r.value).epsilon(1e-14));
-    CHECK(near(gq, r.grad_query, 1e-14));
-    CHECK(near(gk, r.grad_positive_key, 1e-14));
+    CHECK(near(gq, r.grad_a, 1e-14));
+    CHECK(near(gk, r.grad_b, 1e-14));
     CHECK(dtau == Approx(r.grad_temperature).epsilon(1e-14));
   }
 }
@@ -130,8 +131,8 @@ TEST_CASE("explicit negative keys in float agree with double", "[negatives][grad
     const auto rf = contrastive::InfoNCEWithNegatives<float>(p).value_and_grad(q.cast<float>(), k.cast<float>(),
                                                                              keys.cast<float>());
     CHECK(near(rf.value, rd.value, 1e-5));
-    CHECK(near(rf.grad_query, rd.grad_query, 1e-4));
-    CHECK(near(rf.grad_positive_key, rd.grad_positive_key, 1e-4));
+    CHECK(near(rf.grad_a, rd.grad_a, 1e-4));
+    CHECK(near(rf.grad_b, rd.grad_b, 1e-4));
     CHECK(near(rf.grad_negative_keys, rd.grad_negative_keys, 1e-4));
   }
 }
@@ -144,7 +145,15 @@ TEST_CASE("explicit negative keys: bad input names the argument and leaves outpu
   using Catch::Matchers::Contains;
   CHECK_THROWS_WITH(shared.value(q, MatD::Random(3, 3), nk), Contains("'positive_key'"));
   CHECK_THROWS_WITH(shared.value(q, k, MatD::Random(6, 2)), Contains("'negative_keys'"));
-  CHECK_THROWS_WITH(shared.value(q, k, MatD(0, 3)), Contains("'negative_keys'") && Contains("0 rows"));
+  // No negative keys at all (an empty memory bank) is defined: 0, zero gradients.
+  {
+    const auto r0 = shared.value_and_grad(q, k, MatD(0, 3));
+    CHECK(r0.value == 0.0);
+    CHECK(r0.grad_a.isZero(0.0));
+    CHECK(r0.grad_b.isZero(0.0));
+    CHECK(r0.grad_temperature == 0.0);
+    CHECK(r0.grad_negative_keys.rows() == 0);
+  }
   CHECK_THROWS_WITH(per.value(q, k, nk), Contains("'negative_keys'") && Contains("multiple"));
   CHECK_THROWS_WITH(shared.value(MatD(0, 3), MatD(0, 3), nk), Contains("'query'"));
   MatD bad = nk;
@@ -153,22 +162,27 @@ TEST_CASE("explicit negative keys: bad input names the argument and leaves outpu
   CHECK_THROWS_WITH(contrastive::InfoNCEWithNegatives<double>(contrastive::NegativeKeysParams{-1.0}),
                     Contains("'temperature'"));
   std::vector<double> w = {1, 1};
-  CHECK_THROWS_WITH(shared.value(q, k, nk, Reduce<double>{Reduction::Mean, &w, nullptr}), Contains("'anchor_weights'"));
-  CHECK_THROWS_WITH(shared.value(q, k, nk, Reduce<double>{Reduction::None, nullptr, nullptr}), Contains("'reduce'"));
+  CHECK_THROWS_WITH(shared.value(q, k, nk, reduce_call<double>(Reduction::Mean, &w)), Contains("'call.anchor_weights'"));
+  CHECK_THROWS_WITH(shared.value(q, k, nk, reduce_call<double>(Reduction::None)), Contains("'call.per_anchor'"));
+  CHECK_THROWS_WITH(shared.value(q, k, nk, ids_call(std::vector<Eigen::Index>{0, 1, 2, 3})), Contains("'call.instance_ids'"));
   // Outputs untouched on failure.
-  MatD gq = MatD::Constant(4, 3, 7.0), gk = MatD::Constant(4, 3, 7.0), gn = MatD::Constant(2, 2, 7.0);
+  MatD gq = MatD::Constant(4, 3, 7.0), gk = MatD::Constant(4, 3, 7.0), gn = MatD::Constant(6, 3, 7.0);
   double dtau = 7.0;
-  std::vector<double> per_anchor = {7.0};
-  CHECK_THROWS_WITH(shared.value_and_grad(q, k, bad, gq, gk, &gn, &dtau, Reduce<double>{Reduction::None, nullptr, &per_anchor}),
-                    Contains("'negative_keys'"));
-  MatD small(3, 3);
-  CHECK_THROWS_WITH(shared.value_and_grad(q, k, nk, small, gk, &gn, &dtau), Contains("'grad_query'"));
+  std::vector<double> per_anchor(4, 7.0);
+  contrastive::Workspace<double> ws;
+  CallOptions<double> none;
+  none.reduction = Reduction::None;
+  none.per_anchor = per_anchor;
+  CHECK_THROWS_WITH(shared.value_and_grad(q, k, bad, gq, gk, gn, &dtau, ws, none), Contains("'negative_keys'"));
+  MatD small(3, 3), gn_small = MatD::Constant(2, 2, 7.0);
+  CHECK_THROWS_WITH(shared.value_and_grad(q, k, nk, small, gk, gn, &dtau, ws), Contains("'grad_query'"));
+  CHECK_THROWS_WITH(shared.value_and_grad(q, k, nk, gq, gk, gn_small, &dtau, ws), Contains("'grad_negative_keys'"));
   CHECK((gq.array() == 7.0).all());
   CHECK((gk.array() == 7.0).all());
   CHECK((gn.array() == 7.0).all());
-  CHECK(gn.rows() == 2);
+  CHECK((gn_small.array() == 7.0).all());
   CHECK(dtau == 7.0);
-  CHECK(per_anchor == std::vector<double>{7.0});
+  CHECK(per_anchor == std::vector<double>(4, 7.0));
 }
 
 TEST_CASE("reductions and per-anchor weights of the batch losses", "[negatives][reduce]") {
@@ -183,23 +197,23 @@ TEST_CASE("reductions and per-anchor weights of the batch losses", "[negatives][
       contrastive::Workspace<double> ws;
       // Mean without weights is the plain loss; None gives the per-anchor losses.
       std::vector<double> per;
-      const double mean = loss.value(za, zb, ws, Reduce<double>{});
+      const double mean = loss.value(za, zb, ws, reduce_call<double>(Reduction::Mean));
       CHECK(mean == Approx(loss.value(za, zb)).epsilon(1e-13));
-      const double total = loss.value(za, zb, ws, Reduce<double>{Reduction::None, nullptr, &per});
+      const double total = loss.value(za, zb, ws, reduce_call<double>(Reduction::None, nullptr, &per, a));
       REQUIRE(static_cast<Eigen::Index>(per.size()) == a);
       double s = 0;
       for (double l : per) s += l;
       CHECK(total == Approx(s).epsilon(1e-13));
       CHECK(mean == Approx(s / static_cast<double>(a)).epsilon(1e-13));
-      CHECK(loss.value(za, zb, ws, Reduce<double>{Reduction::Sum, nullptr, nullptr}) == Approx(s).epsilon(1e-13));
+      CHECK(loss.value(za, zb, ws, reduce_call<double>(Reduction::Sum)) == Approx(s).epsilon(1e-13));
       // Anchor r's loss alone (weight 1 at r, 0 elsewhere) equals per[r].
       std::vector<double> e(static_cast<std::size_t>(a), 0.0);
       e[1] = 1.0;
-      CHECK(loss.value(za, zb, ws, Reduce<double>{Reduction::Sum, &e, nullptr}) == Approx(per[1]).epsilon(1e-13));
+      CHECK(loss.value(za, zb, ws, reduce_call<double>(Reduction::Sum, &e)) == Approx(per[1]).epsilon(1e-13));
       // Gradient of a weighted sum against central differences.
       std::vector<double> w(static_cast<std::size_t>(a));
       for (std::size_t i = 0; i < w.size(); ++i) w[i] = 0.25 * static_cast<double>(i % 5);
-      const Reduce<double> red{Reduction::Sum, &w, nullptr};
+      const auto red = reduce_call<double>(Reduction::Sum, &w);
       MatD ga(n, d), gb(n, d);
       double dtau = 0;
       loss.value_and_grad(za, zb, ga, gb, &dtau, ws, red);
@@ -214,8 +228,8 @@ TEST_CASE("reductions and per-anchor weights of the batch losses", "[negatives][
       std::vector<double> neg = w;
       neg[0] = -1;
       MatD g0 = MatD::Constant(n, d, 3.0);
-      CHECK_THROWS_WITH(loss.value_and_grad(za, zb, g0, gb, &dtau, ws, Reduce<double>{Reduction::Sum, &neg, nullptr}),
-                        Catch::Matchers::Contains("'anchor_weights'"));
+      CHECK_THROWS_WITH(loss.value_and_grad(za, zb, g0, gb, &dtau, ws, reduce_call<double>(Reduction::Sum, &neg)),
+                        Catch::Matchers::Contains("'call.anchor_weights'"));
       CHECK((g0.array() == 3.0).all());
     }
   }
@@ -259,7 +273,8 @@ TEST_CASE("memory bank: FIFO order, capacity, no gradient into stored keys", "[n
   const contrastive::InfoNCEWithNegatives<double> loss;
   MatD gq(3, 4), gk(3, 4);
   const MatD before = queue.keys();
-  loss.value_and_grad(q, k, queue.keys(), gq, gk, nullptr, nullptr);
+  contrastive::Workspace<double> ws;
+  loss.value_and_grad(q, k, queue.keys(), gq, gk, nullptr, nullptr, ws);
   CHECK(queue.keys() == before);
   const MatD fq = central_difference([&](const MatD& x) { return loss.value(x, k, before); }, q);
   CHECK(near(gq, fq, 1e-6, 1e-2));
@@ -289,9 +304,9 @@ TEST_CASE("sampled negatives: k = all candidates is the unsampled loss", "[negat
       SECTION(std::string(preset_name(preset)) + (with_ids ? " with ids" : "")) {
         const auto full = make_loss<double>(preset, 0.3);
         const contrastive::SampledNegatives<double> sampled(full.params(), sampling(2 * n, false, 99));
-        const auto* id = with_ids ? &ids : nullptr;
+        const auto id = ids_call(with_ids ? &ids : nullptr);
         const auto rf = full.value_and_grad(za, zb, id);
-        const auto rs = sampled.value_and_grad(za, zb, Reduce<double>{}, id);
+        const auto rs = sampled.value_and_grad(za, zb, id);
         CHECK(near(rs.value, rf.value, 1e-12));
         CHECK(near(rs.grad_a, rf.grad_a, 1e-12));
         CHECK(near(rs.grad_b, rf.grad_b, 1e-12));
@@ -299,8 +314,11 @@ TEST_CASE("sampled negatives: k = all candidates is the unsampled loss", "[negat
         // Per-anchor losses too.
         std::vector<double> pf, ps;
         contrastive::Workspace<double> ws;
-        full.value(za, zb, ws, Reduce<double>{Reduction::None, nullptr, &pf}, id);
-        sampled.value(za, zb, Reduce<double>{Reduction::None, nullptr, &ps}, id);
+        auto cf = reduce_call<double>(Reduction::None, nullptr, &pf, full.anchors(n));
+        auto cs = reduce_call<double>(Reduction::None, nullptr, &ps, sampled.anchors(n));
+        cf.instance_ids = cs.instance_ids = id.instance_ids;
+        full.value(za, zb, ws, cf);
+        sampled.value(za, zb, cs);
         REQUIRE(pf.size() == ps.size());
         for (std::size_t r = 0; r < pf.size(); ++r) CHECK(ps[r] == Approx(pf[r]).epsilon(1e-12).margin(1e-14));
       }
@@ -319,7 +337,7 @@ TEST_CASE("sampled negatives: gradients match central differences", "[negatives]
                                                          sampling(3, replace, 7));
         std::vector<double> w(static_cast<std::size_t>(loss.anchors(n)));
         for (std::size_t i = 0; i < w.size(); ++i) w[i] = 0.5 + 0.25 * static_cast<double>(i % 3);
-        const Reduce<double> red{Reduction::Mean, &w, nullptr};
+        const auto red = reduce_call<double>(Reduction::Mean, &w);
         const auto r = loss.value_and_grad(za, zb, red);
         check_central_differences([&](const MatD& a, const MatD& b) { return loss.value(a, b, red); }, za, zb,
                                   r.grad_a, r.grad_b);
@@ -332,7 +350,7 @@ TEST_CASE("sampled negatives: gradients match central differences", "[negatives]
         // float agrees with double
         const contrastive::SampledNegatives<float> lf(loss.params(), loss.sampling());
         std::vector<float> wf(w.begin(), w.end());
-        const auto rf = lf.value_and_grad(za.cast<float>(), zb.cast<float>(), Reduce<float>{Reduction::Mean, &wf, nullptr});
+        const auto rf = lf.value_and_grad(za.cast<float>(), zb.cast<float>(), reduce_call<float>(Reduction::Mean, &wf));
         CHECK(near(rf.value, r.value, 1e-5));
         CHECK(near(rf.grad_a, r.grad_a, 1e-4));
         CHECK(near(rf.grad_b, r.grad_b, 1e-4));
@@ -348,7 +366,7 @@ TEST_CASE("sampled negatives: the draws follow the documented rule", "[negatives
   for (const bool replace : {false, true}) {
     const contrastive::SampledNegatives<double> s(ntx, sampling(5, replace, 3));
     for (Eigen::Index r = 0; r < 2 * n; ++r) {
-      const auto neg = s.negatives_of(r, n, &ids);
+      const auto neg = s.negatives_of(r, n, ids);
       REQUIRE(neg.size() == 5);
       std::set<Eigen::Index> distinct(neg.begin(), neg.end());
       if (!replace) CHECK(distinct.size() == 5);
@@ -363,8 +381,8 @@ TEST_CASE("sampled negatives: the draws follow the documented rule", "[negatives
     const contrastive::SampledNegatives<double> again(ntx, sampling(5, replace, 3)), other(ntx, sampling(5, replace, 4));
     bool differs = false;
     for (Eigen::Index r = 0; r < 2 * n; ++r) {
-      CHECK(again.negatives_of(r, n, &ids) == s.negatives_of(r, n, &ids));
-      differs = differs || other.negatives_of(r, n, &ids) != s.negatives_of(r, n, &ids);
+      CHECK(again.negatives_of(r, n, ids) == s.negatives_of(r, n, ids));
+      differs = differs || other.negatives_of(r, n, ids) != s.negatives_of(r, n, ids);
     }
     CHECK(differs);
   }
@@ -377,7 +395,7 @@ TEST_CASE("sampled negatives: the draws follow the documented rule", "[negatives
       for (const Eigen::Index k : {Eigen::Index{1}, Eigen::Index{4}, Eigen::Index{2 * n}}) {
         const contrastive::SampledNegatives<double> s(params, sampling(k, replace, 77));
         const contrastive::SampledNegatives<double> probe(params, sampling(1, false, 0));
-        for (Eigen::Index r = 0; r < probe.anchors(n); ++r) CHECK(s.negatives_of(r, n) == s.negatives_of(r, n, &distinct));
+        for (Eigen::Index r = 0; r < probe.anchors(n); ++r) CHECK(s.negatives_of(r, n) == s.negatives_of(r, n, distinct));
       }
   // Candidates by weight: DHEL (within-view only) draws from the anchor's own view.
   const contrastive::SampledNegatives<double> dhel(contrastive::DHEL<double>().params(), sampling(4, false, 1));
@@ -430,15 +448,16 @@ TEST_CASE("sampled negatives: bad input", "[negatives][sampled][bad-input]") {
   const contrastive::SampledNegatives<double> s(dcl, sampling(2, false, 0));
   const MatD za = MatD::Random(3, 2), zb = MatD::Random(3, 2);
   const std::vector<Eigen::Index> ids = {0, 0, 1};  // anchors 0 and 1 still have instance 2; fine
-  CHECK_NOTHROW(s.value(za, zb, Reduce<double>{}, &ids));
+  CHECK_NOTHROW(s.value(za, zb, ids_call(ids)));
   const std::vector<Eigen::Index> short_ids = {0, 1};
-  CHECK_THROWS_WITH(s.value(za, zb, Reduce<double>{}, &short_ids), Contains("'instance_ids'"));
+  CHECK_THROWS_WITH(s.value(za, zb, ids_call(short_ids)), Contains("'call.instance_ids'"));
   CHECK_THROWS_WITH(s.value(za, MatD::Random(2, 2)), Contains("'zb'"));
   MatD ga = MatD::Constant(3, 2, 5.0), gb = MatD::Constant(3, 2, 5.0);
   MatD bad = za;
   bad(0, 0) = std::nan("");
-  CHECK_THROWS_WITH(s.value_and_grad(bad, zb, ga, gb, nullptr), Contains("'za'"));
-  CHECK_THROWS_WITH(s.value_and_grad(za, zb, ga, MatD(2, 2), nullptr), Contains("'grad_b'"));
+  contrastive::Workspace<double> ws;
+  CHECK_THROWS_WITH(s.value_and_grad(bad, zb, ga, gb, nullptr, ws), Contains("'za'"));
+  CHECK_THROWS_WITH(s.value_and_grad(za, zb, ga, MatD(2, 2), nullptr, ws), Contains("'grad_b'"));
   CHECK((ga.array() == 5.0).all());
   CHECK_THROWS_WITH(s.negatives_of(6, 3), Contains("'anchor'"));
 }

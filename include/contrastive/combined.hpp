@@ -1,21 +1,17 @@
 // contrastive — sums of losses on shared tiles: an InfoNCE-family loss plus
 // any weighted additive terms (SigLIP, spectral CL, the VRNS penalty), in one
 // call with one normalisation, one set of similarity tiles and one gradient
-// pass.  Spectral, VRNS and WithVRNS are such sums with a single term.
+// pass.  WithVRNS is such a sum with a single term.
 // SPDX-License-Identifier: MIT
 //
-// The variance penalty (paper notes, Def. 5.7):
-//   L_VRNS = 1/|N| sum_{(i, j) in N} |u_i . v_j - target|^p,
-//   N = cross-view pairs (i, j), i != j, whose instance ids differ,
-//   target = -1/(N_data - 1) from the data-set size (or given), p = 2 default;
-// for p = 2 this is the authors' "mean over negative pairs of (s - delta)^2".
+//   L = base(za, zb) + sum_k lambda_k term_k(za, zb)
 //
 // Instance ids (optional, one per row) remove the pairs of equal ids from the
 // negatives of the base and of every additive term.
 //
 // dL/dtau of a sum is that of its base: by Euler's identity,
 // sum_r w_r . dL/dw_r = 2 <dL/dK, K>, and the terms' own share of <dL/dK, K>
-// is summed over their pairs and subtracted.
+// (PairSums::term_dot, summed over their pairs) is taken out.
 #pragma once
 
 #include <optional>
@@ -24,20 +20,83 @@
 
 #include <Eigen/Core>
 
-#include "additive_family.hpp"
+#include "api.hpp"
 #include "detail/additive_kernel.hpp"
 #include "detail/checks.hpp"
+#include "detail/math.hpp"
+#include "detail/overloads.hpp"
 #include "engine.hpp"
 #include "infonce_family.hpp"
+#include "siglip.hpp"
+#include "spectral.hpp"
+#include "vrns.hpp"
 
 namespace contrastive {
+
+/// One weighted term of a combination (see Combined): SigLIP, spectral CL
+/// or the VRNS penalty, each with its own parameters.
+struct LossTerm {
+  /// Which loss the term is.
+  enum class Kind { SigLIP, Spectral, VRNS };
+  Kind kind = Kind::VRNS;  ///< the term's loss
+  double weight = 1.0;     ///< lambda >= 0 multiplying the term
+  SigLIPParams siglip{};   ///< used when kind is SigLIP
+  SpectralParams spectral{};  ///< used when kind is Spectral
+  VRNSParams vrns{};          ///< used when kind is VRNS
+
+  /// lambda * SigLIP(p).
+  static LossTerm make_siglip(const SigLIPParams& p, double weight = 1.0) {
+    LossTerm t{Kind::SigLIP, weight};
+    t.siglip = p;
+    return t;
+  }
+  /// lambda * Spectral(p).
+  static LossTerm make_spectral(const SpectralParams& p, double weight = 1.0) {
+    LossTerm t{Kind::Spectral, weight};
+    t.spectral = p;
+    return t;
+  }
+  /// lambda * VRNS(p).
+  static LossTerm make_vrns(const VRNSParams& p, double weight = 1.0) {
+    LossTerm t{Kind::VRNS, weight};
+    t.vrns = p;
+    return t;
+  }
+
+  /// Throws std::invalid_argument naming the first invalid field.
+  void check(const char* where = "contrastive::LossTerm") const {
+    detail::check_weight(where, "weight", weight);
+    switch (kind) {
+      case Kind::SigLIP: siglip.check(where); break;
+      case Kind::Spectral: spectral.check(where); break;
+      case Kind::VRNS: vrns.check(where); break;
+    }
+  }
+};
+
 namespace detail {
+
+template <typename S>
+using TermKernel = std::variant<AdditiveKernel<S, SigmoidTerms<S>>, AdditiveKernel<S, SpectralTerms<S>>,
+                                AdditiveKernel<S, PenaltyTerms<S>>>;
+
+/// A term's kernel (n pairs, `negatives` ordered cross-view negative pairs).
+template <typename S>
+TermKernel<S> make_term_kernel(const LossTerm& t, Eigen::Index n, double negatives, const Eigen::Index* ids,
+                               TermSums sums) {
+  switch (t.kind) {
+    case LossTerm::Kind::SigLIP: return make_siglip_kernel<S>(t.siglip, t.weight, n, ids, sums);
+    case LossTerm::Kind::Spectral: return make_spectral_kernel<S>(t.spectral, t.weight, n, ids, sums);
+    case LossTerm::Kind::VRNS: break;
+  }
+  return make_vrns_kernel<S>(t.vrns, t.weight, n, negatives, ids, sums);
+}
 
 /// Several additive kernels on the same tiles, dispatched once per tile.
 template <typename S>
 class MixedKernel {
  public:
-  explicit MixedKernel(std::vector<TermKernel<S>> terms) : terms_(std::move(terms)), stats_(terms_.size()) {}
+  explicit MixedKernel(std::vector<TermKernel<S>> terms) : terms_(std::move(terms)) {}
 
   void share_tiles_with_scale(S engine_scale) {
     for (auto& k : terms_) std::visit([&](auto& t) { t.share_tiles_with_scale(engine_scale); }, k);
@@ -54,10 +113,9 @@ class MixedKernel {
     for (const auto& k : terms_)
       std::visit([&](const auto& term) { if (term.visits(t.view_r, t.view_c)) term.reduce(X, t, sl); }, k);
   }
-  double finish(const RowMatrix<S>& W, ColArray<S>& m, ColArray<S>& s, ColArray<S>&) const {
+  double finish(const RowMatrix<S>& W, const ColArray<S>& m, const ColArray<S>& s, CallStats<S>& stats) const {
     double v = 0;
-    for (std::size_t i = 0; i < terms_.size(); ++i)
-      v += std::visit([&](const auto& term) { return term.finish(W, m, s, stats_[i]); }, terms_[i]);
+    for (const auto& k : terms_) v += std::visit([&](const auto& term) { return term.finish(W, m, s, stats); }, k);
     return v;
   }
   void add_gradient(const TileRef<S>& X, const Tile& t, TileRef<S> H, ThreadSlot<S>& sl, bool accumulate) const {
@@ -70,44 +128,42 @@ class MixedKernel {
           },
           k);
   }
-  bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>&, TileRef<S> H, ThreadSlot<S>& sl) const {
+  bool gradient(const TileRef<S>& X, const Tile& t, const CallStats<S>&, TileRef<S> H, ThreadSlot<S>& sl) const {
     if (!visits(t.view_r, t.view_c)) return false;
     add_gradient(X, t, H, sl, false);
     return true;
   }
-  void pair_terms(const RowMatrix<S>& W, const ColArray<S>&, RowMatrix<S>& dW) const {
-    for (std::size_t i = 0; i < terms_.size(); ++i)
-      std::visit([&](const auto& term) { term.pair_terms(W, stats_[i], dW); }, terms_[i]);
-  }
-  /// <dL/dK, K> of the terms' positive pairs (after finish()).
-  double positive_dot() const {
-    double v = 0;
-    for (const auto& st : stats_) v += static_cast<double>(st[1]);
-    return v;
+  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& stats, RowMatrix<S>& dW) const {
+    for (const auto& k : terms_) std::visit([&](const auto& term) { term.pair_terms(W, stats, dW); }, k);
   }
 
  private:
   std::vector<TermKernel<S>> terms_;
-  mutable std::vector<ColArray<S>> stats_;
 };
 
 }  // namespace detail
 
 /// base (an InfoNCE-family loss, optional) + sum_k weight_k * term_k, in one
 /// call on shared tiles.  Inputs, outputs and errors as InfoNCEFamily.
+///
+/// Calls (api.hpp): value(za, zb, [ws,] call), value_and_grad(za, zb, grad_a,
+/// grad_b, &grad_temperature, ws, call) (the base's dL/dtau; 0 without a
+/// base), value_and_grad(za, zb, call) -> Result.  CallOptions: instance_ids.
 template <typename Scalar>
-class Combined : public detail::AllocatingOverloads<Combined<Scalar>, Scalar> {
- public:
-  using Ids = std::vector<Eigen::Index>;
-  using detail::AllocatingOverloads<Combined<Scalar>, Scalar>::value;
-  using detail::AllocatingOverloads<Combined<Scalar>, Scalar>::value_and_grad;
+class Combined : public detail::TwoViewOverloads<Combined<Scalar>, Scalar> {
+  using Overloads = detail::TwoViewOverloads<Combined<Scalar>, Scalar>;
 
-  /// base + terms; the base's engine options are used.
+ public:
+  using Call = CallOptions<Scalar>;
+  using Overloads::value;
+  using Overloads::value_and_grad;
+
+  /// base + terms; the base's engine options are used.  Validates the terms.
   Combined(const InfoNCEFamily<Scalar>& base, std::vector<LossTerm> terms, const char* name = "contrastive::Combined")
       : base_(base), terms_(std::move(terms)), options_(base.options()), name_(name) {
     for (const auto& t : terms_) t.check(name_);
   }
-  /// A sum of additive terms only.
+  /// A sum of additive terms only.  Validates the terms and the options.
   explicit Combined(std::vector<LossTerm> terms, const EngineOptions& options = {},
                     const char* name = "contrastive::Combined")
       : terms_(std::move(terms)), options_(options), name_(name) {
@@ -115,59 +171,68 @@ class Combined : public detail::AllocatingOverloads<Combined<Scalar>, Scalar> {
     options_.check();
   }
 
+  /// The additive terms.
   const std::vector<LossTerm>& terms() const { return terms_; }
-
+  /// The engine options the loss runs with.
+  const EngineOptions& options() const { return options_; }
+  /// The name errors start with.
   const char* name() const { return name_; }
+  /// No per-anchor outputs (0).
+  Eigen::Index anchors(Eigen::Index) const { return 0; }
 
-  /// Value with a reused Workspace; `instance_ids` (one per row, optional):
-  /// equal ids are never negatives.  grad_temperature of the gradient
-  /// overloads is the base's (0 without a base).
+  /// Loss value with a reused Workspace.
   template <typename DA, typename DB>
   Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
-               const Ids* instance_ids = nullptr) const {
-    detail::check_views(name_, za, zb);
-    return with_kernel(za.rows(), instance_ids, [&](const auto& k, const auto&) {
-      return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, ws, options_, za, zb, name_));
+               const Call& call = {}) const {
+    return with_kernel(za, zb, call, [&](const auto& k) {
+      return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, detail::buffers(ws), options_, za, zb, name_));
     });
   }
 
-  /// Caller-owned outputs; `grad_temperature` may be null.
+  /// Caller-owned outputs; `grad_temperature` (the base's dL/dtau) may be null.
   template <typename DA, typename DB, typename GA, typename GB>
   Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                         const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Ids* instance_ids = nullptr) const {
-    detail::check_views(name_, za, zb);
-    return with_kernel(za.rows(), instance_ids, [&](const auto& k, const auto& mixed) {
-      const auto r = detail::Engine<Scalar>::evaluate_grad(k, ws, options_, za, zb, grad_a, grad_b, name_);
-      if (grad_temperature) {
-        *grad_temperature = Scalar(0);
-        if (base_) {
-          const double terms_dot = detail::Engine<Scalar>::aux(ws) + mixed.positive_dot();
-          *grad_temperature = static_cast<Scalar>(-(r.second / 2.0 - terms_dot) / base_->params().temperature);
-        }
-      }
-      return static_cast<Scalar>(r.first);
+                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Call& call = {}) const {
+    return with_kernel(za, zb, call, [&](const auto& k) {
+      auto& b = detail::buffers(ws);
+      const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
+      if (grad_temperature)
+        *grad_temperature = base_ ? static_cast<Scalar>(detail::temperature_gradient(
+                                        r.euler, base_->params().temperature, b.stats.sums.term_dot))
+                                  : Scalar(0);
+      return static_cast<Scalar>(r.value);
     });
   }
 
+  /// The allocating overload's body (see detail::TwoViewOverloads).
+  template <typename DA, typename DB>
+  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
+              Workspace<Scalar>& ws, const Call& call) const {
+    return value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, call);
+  }
+
  private:
-  // Calls f(kernel, mixed) with the engine kernel for this batch.
-  template <typename F>
-  Scalar with_kernel(Eigen::Index n, const Ids* ids, F&& f) const {
-    // Validated before any kernel exists, so errors leave outputs untouched.
-    const double negatives = detail::count_negatives(name_, n, ids);
+  // Validates the call (before any kernel exists, so errors leave outputs
+  // untouched) and calls f with the engine kernel for this batch.
+  template <typename DA, typename DB, typename F>
+  Scalar with_kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Call& call, F&& f) const {
+    detail::check_call(name_, call, detail::Accepts{false, true, false});
+    detail::check_views(name_, za, zb);
+    const Eigen::Index n = za.rows();
+    const double negatives = detail::count_negatives(name_, n, call.instance_ids);
+    const Eigen::Index* ids = call.instance_ids.given() ? call.instance_ids.data() : nullptr;
     std::vector<detail::TermKernel<Scalar>> kernels;
     for (const auto& t : terms_)
-      kernels.push_back(detail::make_term_kernel<Scalar>(t, n, negatives, ids ? ids->data() : nullptr,
-                                                         detail::AuxSum::TermDerivativeDotX));
+      kernels.push_back(detail::make_term_kernel<Scalar>(t, n, negatives, ids, detail::TermSums::DerivativeDot));
     detail::MixedKernel<Scalar> mixed(std::move(kernels));
     if (!base_) {
       mixed.share_tiles_with_scale(Scalar(1));
-      return f(mixed, mixed);
+      return f(mixed);
     }
-    const detail::InfoNCEKernel<Scalar> k1(base_->params(), n, ids ? ids->data() : nullptr);
+    const detail::InfoNCEKernel<Scalar> k1(base_->params(), n, ids);
     const detail::SumKernel<Scalar, detail::InfoNCEKernel<Scalar>, detail::MixedKernel<Scalar>> k(k1, mixed);
-    return f(k, k.second());
+    return f(k);
   }
 
   std::optional<InfoNCEFamily<Scalar>> base_;
@@ -176,31 +241,15 @@ class Combined : public detail::AllocatingOverloads<Combined<Scalar>, Scalar> {
   const char* name_;
 };
 
-/// Spectral contrastive loss (paper notes, Def. 3.2 with phi(x) = x, psi(x) = x^2):
-/// L = -1/m sum_i s_ii + c1/(m(m-1)) sum_{i!=j} s_ij^2 + c2/(2m(m-1)) sum_{i!=j} [(u_i.u_j)^2 + (v_i.v_j)^2].
-template <typename Scalar>
-class Spectral : public Combined<Scalar> {
- public:
-  explicit Spectral(const SpectralParams& params = {}, const EngineOptions& options = {})
-      : Combined<Scalar>({LossTerm::make_spectral(params)}, options, "contrastive::Spectral") {}
-};
-
-/// The variance penalty on its own (grad_temperature of its results is 0).
-template <typename Scalar>
-class VRNS : public Combined<Scalar> {
- public:
-  explicit VRNS(const VRNSParams& params, const EngineOptions& options = {})
-      : Combined<Scalar>({LossTerm::make_vrns(params)}, options, "contrastive::VRNS") {}
-  const VRNSParams& params() const { return this->terms().front().vrns; }
-};
-
 /// L = base + lambda * VRNS on shared tiles (the penalty reads the base's
-/// cross-view tiles); dL/dtau is the base's.
+/// cross-view tiles); dL/dtau is the base's.  Calls as Combined.
 template <typename Scalar>
 class WithVRNS : public Combined<Scalar> {
  public:
+  /// Validates the penalty's parameters and lambda >= 0.
   WithVRNS(const InfoNCEFamily<Scalar>& base, const VRNSParams& vrns, double lambda)
       : Combined<Scalar>(base, {term(vrns, lambda)}, "contrastive::WithVRNS") {}
+  /// lambda.
   double lambda() const { return this->terms().front().weight; }
 
  private:

@@ -1,17 +1,22 @@
 // contrastive — header-only contrastive losses with exact analytic gradients.
 // SPDX-License-Identifier: MIT
 //
-// Umbrella header: include this one.
+// Umbrella header: include this one (or only the loss headers you use).
 #pragma once
 
 #define CONTRASTIVE_VERSION_MAJOR 0
-#define CONTRASTIVE_VERSION_MINOR 1
+#define CONTRASTIVE_VERSION_MINOR 2
 #define CONTRASTIVE_VERSION_PATCH 0
 
+#include "api.hpp"
 #include "engine.hpp"
 #include "infonce_family.hpp"
-#include "additive_family.hpp"
-#include "combined.hpp"
-#include "diagnostics.hpp"
 #include "supcon.hpp"
-#include "negatives.hpp"
+#include "siglip.hpp"
+#include "spectral.hpp"
+#include "vrns.hpp"
+#include "combined.hpp"
+#include "negative_keys.hpp"
+#include "sampled_negatives.hpp"
+#include "memory_bank.hpp"
+#include "diagnostics.hpp"

@@ -10,6 +10,7 @@
 #include <Eigen/Core>
 
 #include "detail/checks.hpp"
+#include "detail/math.hpp"
 #include "engine.hpp"
 
 namespace contrastive {
@@ -48,9 +49,9 @@ SimilarityStats similarity_stats(const Eigen::MatrixBase<DA>& za, const Eigen::M
   const char* where = "contrastive::similarity_stats";
   detail::check_views(where, za, zb);
   // The losses' own normalisation (and finiteness check), in double.
-  Workspace<double> ws;
-  detail::Engine<double>::load(ws, za, zb, where);
-  const auto& w = detail::Engine<double>::normalized(ws);
+  detail::Buffers<double> buf;
+  detail::Engine<double>::load(buf, za, zb, where);
+  const auto& w = buf.w;
   using M = Eigen::MatrixXd;
   const M u = w.topRows(za.rows()), v = w.bottomRows(zb.rows());
   const double n = static_cast<double>(u.rows());
@@ -129,8 +130,8 @@ struct AdditiveTerms {
 /// SigLIP's terms for n pairs, with open_clip's bias b (logits t s + b):
 /// phi(x) = -softplus(-(t x + b)), psi(x) = (n-1) softplus(t x + b).
 inline AdditiveTerms siglip_terms(double n, double logit_scale, double logit_bias) {
-  const auto softplus = [](double y) { return std::max(y, 0.0) + std::log1p(std::exp(-std::abs(y))); };
-  const auto sigmoid = [](double y) { return 1.0 / (1.0 + std::exp(-y)); };
+  using detail::sigmoid;
+  using detail::softplus;
   const double t = logit_scale, b = logit_bias;
   return {[=](double x) { return -softplus(-(t * x + b)); }, [=](double x) { return t * sigmoid(-(t * x + b)); },
           [=](double x) { return (n - 1.0) * softplus(t * x + b); },

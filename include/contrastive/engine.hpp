@@ -21,6 +21,7 @@
 #include <Eigen/Core>
 
 #include "detail/checks.hpp"
+#include "detail/rng.hpp"
 
 namespace contrastive {
 
@@ -79,6 +80,34 @@ struct Tile {
   bool diagonal() const { return same_chunk && view_r == view_c; }
 };
 
+/// Scalar sums a kernel accumulates over the pairs it owns (per thread in the
+/// passes, then in the call's totals).
+struct PairSums {
+  /// Additive value terms (pass 1).
+  double value = 0;
+  /// sum over pairs of w * dterm/dx: SigLIP's dL/db.
+  double term_derivative = 0;
+  /// sum over pairs of w * dterm/dx * x: the additive terms' <dL/dK, K>,
+  /// taken out of Euler's sum for a base loss's dL/dtau.
+  double term_dot = 0;
+  void add(const PairSums& o) {
+    value += o.value;
+    term_derivative += o.term_derivative;
+    term_dot += o.term_dot;
+  }
+};
+
+/// The named statistics of one engine call, written by the kernel's finish()
+/// (after the reduction pass) and read by its gradient() and pair_terms().
+template <typename S>
+struct CallStats {
+  /// Per row r of W: log-sum-exp over all of the anchor's terms (positive
+  /// included when it is in the denominator), and over its negatives only.
+  ColArray<S> lse, lse_neg;
+  /// Totals of the slots' PairSums plus the kernel's own positive pairs.
+  PairSums sums;
+};
+
 /// Per-thread scratch: tile buffers, a private gradient accumulator and a
 /// private copy of the row reductions (merged after the parallel loop).
 template <typename S>
@@ -87,51 +116,89 @@ struct ThreadSlot {
   ColArray<S> vr;  // per-tile row vectors (running max and sums)
   RowMatrix<S> dw;
   ColArray<S> m, s;  // online log-sum-exp state: sum = s * exp(m)
-  double value = 0;  // additive value terms of this thread's tiles (pass 1)
-  double aux = 0;    // a kernel's extra sum over this thread's tiles (pass 2)
+  PairSums sums;     // this thread's pair sums
 };
 
+/// Everything a Workspace holds; the engine and the losses reach it through
+/// buffers(ws).
 template <typename S>
-class Engine;
+struct Buffers {
+  RowMatrix<S> w;                     // 2n x d, normalised rows [U; V] (or [Q; P])
+  ColArray<S> inv_norm;               // 1 / max(||z_r||, eps)
+  std::vector<unsigned char> clamped;  // 1 where the norm was clamped
+  std::vector<Tile> tiles;
+  std::vector<TileArray<S>> cache;
+  std::vector<ThreadSlot<S>> slots;  // slots[0].dw: dL/dW after a gradient call
+  CallStats<S> stats;
+  ColArray<S> coef;       // per-anchor coefficients a_r of the call
+  std::vector<S> losses;  // per-anchor losses l_r of the call
+  RowMatrix<S> keys, dkeys;            // explicit negative keys, normalised, and dL/dkeys
+  ColArray<S> keys_inv_norm, scratch;  // their norms; a row of exps
+  std::vector<unsigned char> keys_clamped;
+  RowMatrix<S> logits;                       // a block of query-key logits
+  std::vector<Eigen::Index> cand, drawn;     // sampled negatives: candidates, draws
+  MovedPositions moved;                      // sampled negatives: sparse shuffle
+  bool streamed = false;
+  int threads = 1;
+
+  std::size_t bytes() const {
+    const auto sz = [](const auto& a) { return sizeof(S) * static_cast<std::size_t>(a.size()); };
+    std::size_t b = sz(w) + sz(inv_norm) + clamped.size() + sz(stats.lse) + sz(stats.lse_neg) + sz(coef) +
+                    sizeof(S) * losses.size() + sz(keys) + sz(dkeys) + sz(keys_inv_norm) + sz(scratch) +
+                    keys_clamped.size() + sizeof(Tile) * tiles.size() + sz(logits) +
+                    sizeof(Eigen::Index) * (cand.capacity() + drawn.capacity());
+    for (const auto& t : cache) b += sz(t);
+    for (const auto& sl : slots) b += sz(sl.x) + sz(sl.h) + sz(sl.vr) + sz(sl.dw) + sz(sl.m) + sz(sl.s);
+    return b;
+  }
+};
+
+struct WorkspaceAccess;
 
 }  // namespace detail
 
-/// Reusable memory of the engine.  Pass the same Workspace to every call in
+/// Reusable memory of every loss.  Pass the same Workspace to every call in
 /// a training loop: once it has seen the largest batch, its buffers are only
 /// reused, never reallocated.  Not thread-safe: one Workspace per concurrent
-/// caller.
+/// caller.  One Workspace may serve several losses of the same Scalar.
 template <typename Scalar>
 class Workspace {
  public:
   Workspace() = default;
 
   /// Bytes currently held by the workspace's buffers.
-  std::size_t bytes() const {
-    std::size_t b = sizeof(Scalar) * static_cast<std::size_t>(w_.size() + inv_norm_.size() + row_stat_.size());
-    for (const auto& t : cache_) b += sizeof(Scalar) * static_cast<std::size_t>(t.size());
-    for (const auto& sl : slots_)
-      b += sizeof(Scalar) * static_cast<std::size_t>(sl.x.size() + sl.h.size() + sl.vr.size() +
-                                                     sl.dw.size() + sl.m.size() + sl.s.size());
-    return b;
-  }
+  std::size_t bytes() const { return b_.bytes(); }
   /// True when the last gradient call recomputed tiles instead of caching them.
-  bool last_call_streamed() const { return streamed_; }
+  bool last_call_streamed() const { return b_.streamed; }
   /// Threads the last call used for its tile loop.
-  int last_call_threads() const { return threads_; }
+  int last_call_threads() const { return b_.threads; }
 
  private:
-  friend class detail::Engine<Scalar>;
-  detail::RowMatrix<Scalar> w_;        // 2n x d, normalised rows [U; V]
-  detail::ColArray<Scalar> inv_norm_;  // 1 / max(||z_r||, eps)
-  detail::ColArray<Scalar> row_stat_;  // per-row result of the reduction pass
-  std::vector<unsigned char> clamped_;
-  std::vector<detail::Tile> tiles_;
-  std::vector<detail::TileArray<Scalar>> cache_;
-  std::vector<detail::ThreadSlot<Scalar>> slots_;
-  double aux_ = 0;  // sum of the slots' aux after the gradient pass
-  bool streamed_ = false;
-  int threads_ = 1;
+  friend struct detail::WorkspaceAccess;
+  detail::Buffers<Scalar> b_;
 };
+
+namespace detail {
+struct WorkspaceAccess {
+  template <typename S>
+  static Buffers<S>& get(Workspace<S>& ws) {
+    return ws.b_;
+  }
+  template <typename S>
+  static const Buffers<S>& get(const Workspace<S>& ws) {
+    return ws.b_;
+  }
+};
+/// The buffers of a Workspace (for the library's own losses).
+template <typename S>
+Buffers<S>& buffers(Workspace<S>& ws) {
+  return WorkspaceAccess::get(ws);
+}
+template <typename S>
+const Buffers<S>& buffers(const Workspace<S>& ws) {
+  return WorkspaceAccess::get(ws);
+}
+}  // namespace detail
 
 }  // namespace contrastive
 

@@ -33,7 +33,10 @@
 
 #include <Eigen/Core>
 
+#include "api.hpp"
 #include "detail/checks.hpp"
+#include "detail/math.hpp"
+#include "detail/overloads.hpp"
 #include "engine.hpp"
 
 namespace contrastive {
@@ -66,72 +69,7 @@ struct InfoNCEFamilyParams {
   }
 };
 
-/// Value and gradients returned by the allocating overloads.
-template <typename Scalar>
-struct LossAndGradient {
-  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  Scalar value{};
-  Matrix grad_a;  ///< dL/dza, same shape as za
-  Matrix grad_b;  ///< dL/dzb, same shape as zb
-  Scalar grad_temperature{};  ///< dL/dtau (dL/d(logit scale) = -tau^2 * dL/dtau)
-};
-
-/// How the per-anchor losses l_r become the loss value.
-enum class Reduction {
-  Mean,  ///< (1/A) sum_r w_r l_r over the A anchors (the default; w_r = 1 unless given)
-  Sum,   ///< sum_r w_r l_r
-  None   ///< the per-anchor losses l_r go to Reduce::per_anchor; the value is sum_r w_r l_r
-};
-
-/// Per-anchor weights and the reduction of a call.  The returned value is
-/// always the quantity whose gradient is returned, so weighted sums of the
-/// per-anchor losses (reduction None with weights as the upstream gradient)
-/// get exact gradients.  Anchors are numbered as rows: r < n are the rows of
-/// `za` (queries), n <= r < 2n the rows of `zb` for symmetric losses.
-template <typename Scalar>
-struct Reduce {
-  Reduction reduction = Reduction::Mean;
-  /// Optional weights w_r >= 0, one per anchor (n one-way, 2n symmetric).
-  const std::vector<Scalar>* anchor_weights = nullptr;
-  /// Optional output (required with Reduction::None): resized to the number
-  /// of anchors and filled with l_r.  Written only when the call succeeds.
-  std::vector<Scalar>* per_anchor = nullptr;
-};
-
 namespace detail {
-
-/// Validates a Reduce for `anchors` anchors and returns the coefficient a_r
-/// of every anchor in `coef` (mean: w_r / A, sum and none: w_r).
-template <typename S>
-void anchor_coefficients(const char* where, const Reduce<S>& red, Eigen::Index anchors, ColArray<S>& coef) {
-  if (red.reduction == Reduction::None && !red.per_anchor)
-    fail(where, "reduce", "has reduction None but no 'per_anchor' output to receive the per-anchor losses");
-  const S scale = red.reduction == Reduction::Mean ? S(1) / static_cast<S>(anchors) : S(1);
-  coef.setConstant(anchors, scale);
-  if (!red.anchor_weights) return;
-  const auto& w = *red.anchor_weights;
-  if (static_cast<Eigen::Index>(w.size()) != anchors)
-    fail(where, "anchor_weights",
-         "has " + std::to_string(w.size()) + " entries but the loss has " + std::to_string(anchors) + " anchors");
-  for (Eigen::Index r = 0; r < anchors; ++r) {
-    const S wr = w[static_cast<std::size_t>(r)];
-    if (!(std::isfinite(wr) && wr >= S(0)))
-      fail(where, "anchor_weights", "entry " + std::to_string(r) + " must be finite and >= 0 " + got(wr));
-    coef[r] *= wr;
-  }
-}
-
-/// log(1 + e^x) and 1 / (1 + e^-x) without overflow or cancellation.
-template <typename S>
-S softplus(S x) {
-  return x > S(0) ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
-}
-template <typename S>
-S sigmoid(S x) {
-  if (x >= S(0)) return S(1) / (S(1) + std::exp(-x));
-  const S e = std::exp(x);
-  return e / (S(1) + e);
-}
 
 /// The family's tile kernel (step 3 of the engine).
 template <typename S>
@@ -146,8 +84,8 @@ class InfoNCEKernel {
         coef_(coef),
         losses_(losses),
         inv_tau_(static_cast<S>(1.0 / p.temperature)),
-        log_c1_(log_weight(p.cross_weight)),
-        log_c2_(log_weight(p.within_weight)),
+        log_c1_(log_weight<S>(p.cross_weight)),
+        log_c2_(log_weight<S>(p.within_weight)),
         c1_(p.cross_weight > 0.0),
         c2_(p.within_weight > 0.0),
         pos_(p.positive_in_denominator),
@@ -180,30 +118,32 @@ class InfoNCEKernel {
     if (is_anchor(t.view_c) && !t.diagonal()) reduce_cols<S>(X, lw, sl.m, sl.s, t.c0);
   }
 
-  /// Turns the negatives' (m, s) into stat = [lse over all terms | lse over
-  /// the negatives only] and returns the loss.  The positive enters in closed
+  /// Turns the negatives' (m, s) into stats.lse (over all terms) and
+  /// stats.lse_neg (over the negatives only) and returns the loss.  The positive enters in closed
   /// form, l_r = softplus(lse_neg - s_rr/tau) (or lse_neg - s_rr/tau when
   /// decoupled), so a well-separated anchor keeps its tiny loss and gradient
   /// to full relative precision instead of cancelling 1 - p to zero.
-  double finish(const RowMatrix<S>& W, ColArray<S>& m, ColArray<S>& s, ColArray<S>& stat) const {
+  double finish(const RowMatrix<S>& W, const ColArray<S>& m, const ColArray<S>& s, CallStats<S>& stats) const {
     const Eigen::Index n2 = W.rows();
-    stat.setZero(2 * n2);
+    stats.lse.setZero(n2);
+    stats.lse_neg.setZero(n2);
     double value = 0.0;
     for (Eigen::Index r = 0; r < n2; ++r) {
       const int view = r < n_ ? 0 : 1;
       if (!is_anchor(view)) continue;
       const S sp = inv_tau_ * W.row(r).dot(W.row(partner(r)));
       const S neg = m[r] + std::log(s[r]);
-      stat[n2 + r] = neg;
+      stats.lse_neg[r] = neg;
       const S term = pos_ ? softplus(neg - sp) : neg - sp;
-      stat[r] = sp + term;
+      stats.lse[r] = sp + term;
       if (losses_) losses_[r] = term;
       value += anchor_coef(r) * static_cast<double>(term);
     }
     return value;
   }
 
-  bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>& lse, TileRef<S> H, ThreadSlot<S>& sl) const {
+  bool gradient(const TileRef<S>& X, const Tile& t, const CallStats<S>& stats, TileRef<S> H, ThreadSlot<S>& sl) const {
+    const ColArray<S>& lse = stats.lse;
     const S lw = block_log_weight(t);
     const bool rows = is_anchor(t.view_r), cols = is_anchor(t.view_c) && !t.diagonal();
     if (!rows && !cols) return false;
@@ -249,14 +189,14 @@ class InfoNCEKernel {
 
   /// The positive pair of every anchor: G_{r,p} = -a/tau (1 - p_pos), with
   /// 1 - p_pos = sigmoid(lse_neg - s_rr/tau) (1 when decoupled).
-  void pair_terms(const RowMatrix<S>& W, const ColArray<S>& stat, RowMatrix<S>& dW) const {
+  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& stats, RowMatrix<S>& dW) const {
     const Eigen::Index n2 = W.rows();
     for (Eigen::Index r = 0; r < n2; ++r) {
       const int view = r < n_ ? 0 : 1;
       if (!is_anchor(view)) continue;
       const Eigen::Index p = partner(r);
       const S sp = inv_tau_ * W.row(r).dot(W.row(p));
-      const S miss = pos_ ? sigmoid(stat[n2 + r] - sp) : S(1);
+      const S miss = pos_ ? sigmoid(stats.lse_neg[r] - sp) : S(1);
       const S g = -static_cast<S>(anchor_coef(r)) * inv_tau_ * miss;
       dW.row(r) += g * W.row(p);
       dW.row(p) += g * W.row(r);
@@ -264,9 +204,6 @@ class InfoNCEKernel {
   }
 
  private:
-  static S log_weight(double c) {
-    return c > 0.0 ? static_cast<S>(std::log(c)) : -std::numeric_limits<S>::infinity();
-  }
   bool is_anchor(int view) const { return view == 0 || sym_; }
   double anchor_coef(Eigen::Index r) const {
     return coef_ ? static_cast<double>((*coef_)[r]) : a_[r < n_ ? 0 : 1];
@@ -285,53 +222,31 @@ class InfoNCEKernel {
 
 }  // namespace detail
 
-namespace detail {
-
-/// The allocating overloads shared by every loss whose full call is
-/// value(za, zb, ws, ids) / value_and_grad(za, zb, ga, gb, &dtau, ws, ids):
-/// they make a Workspace (and the outputs) and forward.
-template <typename Derived, typename Scalar>
-class AllocatingOverloads {
- public:
-  using Ids = std::vector<Eigen::Index>;
-
-  /// Loss value only (no gradient pass).  `instance_ids` (optional, one per
-  /// row): pairs of equal ids are never negatives (false-negative mask).
-  template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Ids* instance_ids = nullptr) const {
-    Workspace<Scalar> ws;
-    return self().value(za, zb, ws, instance_ids);
-  }
-
-  /// Value and all gradients, allocating the outputs.
-  template <typename DA, typename DB>
-  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                         const Ids* instance_ids = nullptr) const {
-    Workspace<Scalar> ws;
-    LossAndGradient<Scalar> out;
-    size_result(out, self().name(), za, zb);
-    out.value = self().value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, instance_ids);
-    return out;
-  }
-
- private:
-  const Derived& self() const { return static_cast<const Derived&>(*this); }
-};
-
-}  // namespace detail
-
 /// A loss of the InfoNCE-based family.  Rows of the inputs are samples; row i
 /// of `za` and row i of `zb` are the two views of instance i.  Inputs are any
 /// dense Eigen expression (Matrix, Map, Block; row- or column-major; any real
 /// scalar, cast to Scalar).  Embeddings are L2-normalised inside the loss with
 /// the norm clamped at 1e-12; gradients are with respect to the raw inputs.
+///
+/// Calls (the library's one convention, see api.hpp):
+///
+///     value(za, zb, [ws,] call = {})
+///     value_and_grad(za, zb, grad_a, grad_b, &grad_temperature, ws, call = {})
+///     value_and_grad(za, zb, call = {})  -> Result (grad_a, grad_b, grad_temperature, per_anchor)
+///
+/// CallOptions: reduction, anchor_weights, per_anchor (anchors r < n are the
+/// rows of za, n + i the rows of zb for symmetric members), instance_ids.
 template <typename Scalar>
-class InfoNCEFamily : public detail::AllocatingOverloads<InfoNCEFamily<Scalar>, Scalar> {
+class InfoNCEFamily : public detail::TwoViewOverloads<InfoNCEFamily<Scalar>, Scalar> {
   static_assert(std::is_floating_point<Scalar>::value, "contrastive: Scalar must be float or double");
+  using Overloads = detail::TwoViewOverloads<InfoNCEFamily<Scalar>, Scalar>;
 
  public:
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  /// The options of a call of this loss.
+  using Call = CallOptions<Scalar>;
 
+  /// Validates `params` and `options` (std::invalid_argument naming the field).
   explicit InfoNCEFamily(const InfoNCEFamilyParams& params, const EngineOptions& options = {},
                          const char* name = "contrastive::InfoNCEFamily")
       : params_(params), options_(options), name_(name) {
@@ -339,92 +254,75 @@ class InfoNCEFamily : public detail::AllocatingOverloads<InfoNCEFamily<Scalar>, 
     options_.check();
   }
 
+  /// The loss's parameters.
   const InfoNCEFamilyParams& params() const { return params_; }
+  /// The engine options the loss runs with.
   const EngineOptions& options() const { return options_; }
   /// Changes the temperature (e.g. a learned one); validated as in check().
   void set_temperature(double tau) {
     detail::check_positive_finite(name_, "temperature", tau);
     params_.temperature = tau;
   }
-
-  using Ids = std::vector<Eigen::Index>;
-  using detail::AllocatingOverloads<InfoNCEFamily<Scalar>, Scalar>::value;
-  using detail::AllocatingOverloads<InfoNCEFamily<Scalar>, Scalar>::value_and_grad;
+  /// The name errors start with ("contrastive::NTXent", ...).
   const char* name() const { return name_; }
+  /// Number of anchors: n one-way, 2n symmetric.
+  Eigen::Index anchors(Eigen::Index n) const { return params_.direction == Direction::Symmetric ? 2 * n : n; }
 
-  /// Value with a reused Workspace.
+  using Overloads::value;
+  using Overloads::value_and_grad;
+
+  /// Loss value (one pass) with a reused Workspace.
   template <typename DA, typename DB>
   Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
-               const Ids* instance_ids = nullptr) const {
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), detail::checked_ids(name_, za, zb, instance_ids));
-    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel, ws, options_, za, zb, name_));
+               const Call& call = {}) const {
+    auto& b = detail::buffers(ws);
+    const auto k = kernel(za, zb, b, call);
+    const auto v = static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, name_));
+    detail::publish_per_anchor(call, b.losses);
+    return v;
   }
 
   /// Value and gradients written into caller-owned outputs (any writable dense
   /// Eigen object of the inputs' shape: Matrix, Map, Block, Ref).
-  /// `grad_temperature` may be null.  With a reused Workspace the library's
-  /// own buffers are not reallocated between calls of the same shape.  On an
-  /// exception nothing of the outputs has been written.
+  /// `grad_temperature` (dL/dtau; for a learned logit scale t = 1/tau,
+  /// dL/dt = -tau^2 dL/dtau) may be null.  With a reused Workspace the
+  /// library's own buffers are not reallocated between calls of the same
+  /// shape.  On an exception nothing of the outputs has been written.
   template <typename DA, typename DB, typename GA, typename GB>
   Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                         const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Ids* instance_ids = nullptr) const {
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), detail::checked_ids(name_, za, zb, instance_ids));
-    const auto r = detail::Engine<Scalar>::evaluate_grad(kernel, ws, options_, za, zb, grad_a, grad_b, name_);
-    if (grad_temperature) *grad_temperature = static_cast<Scalar>(-r.second / (2.0 * params_.temperature));
-    return static_cast<Scalar>(r.first);
+                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Call& call = {}) const {
+    auto& b = detail::buffers(ws);
+    const auto k = kernel(za, zb, b, call);
+    const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
+    if (grad_temperature) *grad_temperature = static_cast<Scalar>(detail::temperature_gradient(r.euler, params_.temperature));
+    detail::publish_per_anchor(call, b.losses);
+    return static_cast<Scalar>(r.value);
   }
 
-  /// Value with per-anchor weights and a reduction (see Reduce).
+  /// The allocating overload's body (see detail::TwoViewOverloads).
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
-               const Reduce<Scalar>& reduce, const Ids* instance_ids = nullptr) const {
-    PerAnchor pa(*this, za, zb, reduce);
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), detail::checked_ids(name_, za, zb, instance_ids), &pa.coef,
-                                               pa.losses.data());
-    const auto v = static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel, ws, options_, za, zb, name_));
-    pa.publish(reduce);
-    return v;
+  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
+              Workspace<Scalar>& ws, const Call& call) const {
+    return value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, call);
   }
-
-  /// Value and gradients of the reduced loss sum_r a_r l_r (see Reduce);
-  /// outputs as in the overload without it.
-  template <typename DA, typename DB, typename GA, typename GB>
-  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Reduce<Scalar>& reduce,
-                        const Ids* instance_ids = nullptr) const {
-    PerAnchor pa(*this, za, zb, reduce);
-    const detail::InfoNCEKernel<Scalar> kernel(params_, za.rows(), detail::checked_ids(name_, za, zb, instance_ids), &pa.coef,
-                                               pa.losses.data());
-    const auto r = detail::Engine<Scalar>::evaluate_grad(kernel, ws, options_, za, zb, grad_a, grad_b, name_);
-    if (grad_temperature) *grad_temperature = static_cast<Scalar>(-r.second / (2.0 * params_.temperature));
-    pa.publish(reduce);
-    return static_cast<Scalar>(r.first);
-  }
-
-  /// Number of anchors: n one-way, 2n symmetric.
-  Eigen::Index anchors(Eigen::Index n) const { return params_.direction == Direction::Symmetric ? 2 * n : n; }
 
  private:
-  // Validated per-anchor coefficients and a buffer for the per-anchor losses.
-  struct PerAnchor {
-    detail::ColArray<Scalar> coef;
-    std::vector<Scalar> losses;
-    template <typename DA, typename DB>
-    PerAnchor(const InfoNCEFamily& f, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-              const Reduce<Scalar>& reduce) {
-      detail::check_views(f.name_, za, zb);
-      const Eigen::Index a = f.anchors(za.rows());
-      detail::anchor_coefficients(f.name_, reduce, a, coef);
-      losses.assign(static_cast<std::size_t>(a), Scalar(0));
-    }
-    void publish(const Reduce<Scalar>& reduce) {
-      if (!reduce.per_anchor) return;
-      *reduce.per_anchor = losses;
-    }
-  };
-
+  // Validates the call (before anything is written) and builds the kernel;
+  // per-anchor coefficients and losses live in the workspace.
+  template <typename DA, typename DB>
+  detail::InfoNCEKernel<Scalar> kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                       detail::Buffers<Scalar>& b, const Call& call) const {
+    detail::check_call(name_, call, detail::Accepts{true, true, false});
+    detail::check_views(name_, za, zb);
+    const Eigen::Index* ids = detail::checked_ids(name_, za, zb, call.instance_ids);
+    const bool per = call.reduction != Reduction::Mean || call.anchor_weights.given() || call.per_anchor.given();
+    if (!per) return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids);
+    const Eigen::Index a = anchors(za.rows());
+    detail::anchor_coefficients(name_, call, a, b.coef);
+    b.losses.assign(static_cast<std::size_t>(a), Scalar(0));
+    return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids, &b.coef, b.losses.data());
+  }
 
   InfoNCEFamilyParams params_;
   EngineOptions options_;

@@ -23,7 +23,9 @@
 
 #include <Eigen/Core>
 
+#include "api.hpp"
 #include "detail/checks.hpp"
+#include "detail/overloads.hpp"
 #include "engine.hpp"
 #include "infonce_family.hpp"
 
@@ -35,7 +37,7 @@ class SupConKernel : public InfoNCEKernel<S> {
   using Base = InfoNCEKernel<S>;
 
  public:
-  SupConKernel(double temperature, Eigen::Index n, const std::vector<Eigen::Index>& labels)
+  SupConKernel(double temperature, Eigen::Index n, Span<const Eigen::Index> labels)
       : Base(InfoNCEFamilyParams{temperature, 1.0, 1.0, true, Direction::Symmetric}, n),
         n_(n),
         inv_tau_(static_cast<S>(1.0 / temperature)),
@@ -51,8 +53,8 @@ class SupConKernel : public InfoNCEKernel<S> {
     positives_ -= S(1);  // both views of each member, minus the anchor itself
   }
 
-  double finish(const RowMatrix<S>& W, ColArray<S>& m, ColArray<S>& s, ColArray<S>& stat) const {
-    double value = Base::finish(W, m, s, stat);  // mean of lse_r - x_{r, pos(r)}
+  double finish(const RowMatrix<S>& W, const ColArray<S>& m, const ColArray<S>& s, CallStats<S>& stats) const {
+    double value = Base::finish(W, m, s, stats);  // mean of lse_r - x_{r, pos(r)}
     class_sums(W);
     for (Eigen::Index r = 0; r < 2 * n_; ++r) {
       const Eigen::Index c = cls_[static_cast<std::size_t>(r % n_)];
@@ -63,8 +65,8 @@ class SupConKernel : public InfoNCEKernel<S> {
     return value;
   }
 
-  void pair_terms(const RowMatrix<S>& W, const ColArray<S>& stat, RowMatrix<S>& dW) const {
-    Base::pair_terms(W, stat, dW);
+  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& stats, RowMatrix<S>& dW) const {
+    Base::pair_terms(W, stats, dW);
     const S g = static_cast<S>(2.0 * a_) * inv_tau_;
     for (Eigen::Index q = 0; q < 2 * n_; ++q) {
       const Eigen::Index c = cls_[static_cast<std::size_t>(q % n_)];
@@ -90,63 +92,75 @@ class SupConKernel : public InfoNCEKernel<S> {
 
 /// Supervised contrastive loss over both views (see the formula above).
 /// Default tau = 0.1 (pytorch-metric-learning's default).
+///
+/// Calls (api.hpp): value(za, zb, [ws,] call), value_and_grad(za, zb, grad_a,
+/// grad_b, &grad_temperature, ws, call), value_and_grad(za, zb, call) ->
+/// Result.  `call.labels` (one class label per row of za, shared by both
+/// views) is required; reductions, weights and instance ids are not defined
+/// for SupCon and are rejected.
 template <typename Scalar>
-class SupCon {
- public:
-  using Labels = std::vector<Eigen::Index>;
+class SupCon : public detail::TwoViewOverloads<SupCon<Scalar>, Scalar> {
+  using Overloads = detail::TwoViewOverloads<SupCon<Scalar>, Scalar>;
 
+ public:
+  using Call = CallOptions<Scalar>;
+
+  /// Validates the temperature and the options (std::invalid_argument naming the field).
   explicit SupCon(double temperature = 0.1, const EngineOptions& options = {})
       : temperature_(temperature), options_(options) {
     detail::check_positive_finite(kName, "temperature", temperature_);
     options_.check();
   }
+  /// tau.
   double temperature() const { return temperature_; }
+  /// "contrastive::SupCon".
+  const char* name() const { return kName; }
+  /// SupCon has no per-anchor outputs (0).
+  Eigen::Index anchors(Eigen::Index) const { return 0; }
 
-  /// `labels`: one class label per row (per instance), shared by both views.
-  template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Labels& labels) const {
-    Workspace<Scalar> ws;
-    return value(za, zb, labels, ws);
-  }
-  template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Labels& labels,
-               Workspace<Scalar>& ws) const {
-    check_labels(za, zb, labels);
-    const detail::SupConKernel<Scalar> k(temperature_, za.rows(), labels);
-    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, ws, options_, za, zb, kName));
-  }
+  using Overloads::value;
+  using Overloads::value_and_grad;
 
+  /// Loss value with a reused Workspace.
   template <typename DA, typename DB>
-  LossAndGradient<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                         const Labels& labels) const {
-    Workspace<Scalar> ws;
-    LossAndGradient<Scalar> out;
-    detail::size_result(out, kName, za, zb);
-    out.value = value_and_grad(za, zb, labels, out.grad_a, out.grad_b, &out.grad_temperature, ws);
-    return out;
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
+               const Call& call = {}) const {
+    check_labels(za, zb, call);
+    const detail::SupConKernel<Scalar> k(temperature_, za.rows(), call.labels);
+    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, detail::buffers(ws), options_, za, zb, kName));
   }
 
-  /// Caller-owned outputs; `grad_temperature` may be null.
+  /// Caller-owned outputs; `grad_temperature` may be null.  On an exception
+  /// nothing has been written.
   template <typename DA, typename DB, typename GA, typename GB>
-  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Labels& labels,
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                         const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_temperature, Workspace<Scalar>& ws) const {
-    check_labels(za, zb, labels);
-    const detail::SupConKernel<Scalar> k(temperature_, za.rows(), labels);
-    const auto r = detail::Engine<Scalar>::evaluate_grad(k, ws, options_, za, zb, grad_a, grad_b, kName);
-    if (grad_temperature) *grad_temperature = static_cast<Scalar>(-r.second / (2.0 * temperature_));
-    return static_cast<Scalar>(r.first);
+                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Call& call = {}) const {
+    check_labels(za, zb, call);
+    const detail::SupConKernel<Scalar> k(temperature_, za.rows(), call.labels);
+    const auto r = detail::Engine<Scalar>::evaluate_grad(k, detail::buffers(ws), options_, za, zb, grad_a, grad_b, kName);
+    if (grad_temperature) *grad_temperature = static_cast<Scalar>(detail::temperature_gradient(r.euler, temperature_));
+    return static_cast<Scalar>(r.value);
+  }
+
+  /// The allocating overload's body (see detail::TwoViewOverloads).
+  template <typename DA, typename DB>
+  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
+              Workspace<Scalar>& ws, const Call& call) const {
+    return value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, call);
   }
 
  private:
   static constexpr const char* kName = "contrastive::SupCon";
   template <typename DA, typename DB>
-  static void check_labels(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Labels& labels) {
+  static void check_labels(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Call& call) {
+    detail::check_call(kName, call, detail::Accepts{false, false, true});
     detail::check_views(kName, za, zb);
-    if (static_cast<Eigen::Index>(labels.size()) != za.rows())
-      detail::fail(kName, "labels",
-                   "has " + std::to_string(labels.size()) + " entries but the batch has " + std::to_string(za.rows()) +
-                       " rows");
+    if (!call.labels.given()) detail::fail(kName, "call.labels", "is required: one class label per row of 'za'");
+    if (static_cast<Eigen::Index>(call.labels.size()) != za.rows())
+      detail::fail(kName, "call.labels",
+                   "has " + std::to_string(call.labels.size()) + " entries but the batch has " +
+                       std::to_string(za.rows()) + " rows");
   }
 
   double temperature_;

@@ -1,5 +1,5 @@
 // contrastive — the tile kernel of the independently additive family
-// (internal; include additive_family.hpp or combined.hpp).
+// (internal; the losses that use it include it).
 // SPDX-License-Identifier: MIT
 #pragma once
 
@@ -8,87 +8,25 @@
 
 #include <Eigen/Core>
 
+#include "../api.hpp"
 #include "../engine.hpp"
+#include "checks.hpp"
+#include "overloads.hpp"
 
 namespace contrastive {
 namespace detail {
 
-/// SigLIP's pair terms on x = t s with open_clip's bias b (logits t s + b):
-/// a positive costs softplus(-(x + b)), a negative softplus(x + b).
-template <typename S>
-struct SigmoidTerms {
-  S bias;
-  template <typename A>
-  auto neg(const A& x) const {
-    const auto y = x + bias;
-    return y.max(S(0)) + (-y.abs()).exp().log1p();
-  }
-  template <typename A>
-  auto dneg(const A& x) const {
-    return (S(1) + (-(x + bias)).exp()).inverse();
-  }
-  S pos(S x) const {
-    const S y = -(x + bias);
-    return (y > S(0) ? y : S(0)) + std::log1p(std::exp(-std::abs(y)));
-  }
-  S dpos(S x) const { return -S(1) / (S(1) + std::exp(x + bias)); }
-};
-
-/// Spectral contrastive loss: a positive costs -x, a negative x^2.
-template <typename S>
-struct SpectralTerms {
-  template <typename A>
-  auto neg(const A& x) const {
-    return x.square();
-  }
-  template <typename A>
-  auto dneg(const A& x) const {
-    return S(2) * x;
-  }
-  S pos(S x) const { return -x; }
-  S dpos(S) const { return S(-1); }
-};
-
-/// The variance penalty with p = 2: a negative costs (x - target)^2.
-template <typename S>
-struct SquareTerms {
-  S target;
-  template <typename A>
-  auto neg(const A& x) const {
-    return (x - target).square();
-  }
-  template <typename A>
-  auto dneg(const A& x) const {
-    return S(2) * (x - target);
-  }
-  S pos(S) const { return S(0); }
-  S dpos(S) const { return S(0); }
-};
-
-/// The variance penalty with any p >= 1: a negative costs |x - target|^p.
-template <typename S>
-struct PowerTerms {
-  S target;
-  S power;
-  template <typename A>
-  auto neg(const A& x) const {
-    return (x - target).abs().pow(power);
-  }
-  template <typename A>
-  auto dneg(const A& x) const {
-    const auto y = x - target;
-    return power * y.abs().pow(power - S(1)) * y.sign();
-  }
-  S pos(S) const { return S(0); }
-  S dpos(S) const { return S(0); }
-};
-
-/// What a kernel sums into the slot's `aux` during the gradient pass.
-enum class AuxSum {
+/// What a kernel sums over its pairs in the gradient pass (PairSums).
+enum class TermSums {
   None,
-  TermDerivative,     ///< sum over pairs of w dterm/dx (= dL/d bias for SigLIP)
-  TermDerivativeDotX  ///< sum over pairs of w dterm/dx * x (= <dL/dK, K>)
+  Derivative,    ///< term_derivative: sum over pairs of w dterm/dx (= dL/d bias for SigLIP)
+  DerivativeDot  ///< term_dot: sum over pairs of w dterm/dx * x (= the terms' <dL/dK, K>)
 };
+
+// A Terms type (the math of one additive loss, in its own header) provides
+//   template <class A, class O> void neg(const A& x, O&& out) const;   out = psi(x), element-wise
+//   template <class A, class O> void dneg(const A& x, O&& out) const;  out = psi'(x)
+//   S pos(S x) const;  S dpos(S x) const;                              phi of a positive, and phi'
 
 /// L = sum_i w_pos pos(x_ii) + w_cross sum_{i != j} neg(x(u_i.v_j))
 ///       + w_within sum_{i != j} [neg(x(u_i.u_j)) + neg(x(v_i.v_j))],
@@ -99,9 +37,9 @@ template <typename S, typename Terms>
 class AdditiveKernel {
  public:
   AdditiveKernel(Terms terms, S scale, double w_pos, double w_cross, double w_within, Eigen::Index n,
-                 const Eigen::Index* ids = nullptr, AuxSum aux = AuxSum::None)
+                 const Eigen::Index* ids = nullptr, TermSums sums = TermSums::None)
       : terms_(terms), scale_(scale), ratio_(1), w_pos_(w_pos), w_cross_(w_cross), w_within_(w_within), n_(n),
-        ids_(ids), aux_(aux) {}
+        ids_(ids), sums_(sums) {}
 
   void share_tiles_with_scale(S engine_scale) { ratio_ = scale_ / engine_scale; }
 
@@ -113,17 +51,17 @@ class AdditiveKernel {
     auto buf = sl.vr.head(t.nr);
     double sum = 0;
     for (Eigen::Index j = 0; j < t.nc; ++j) {
-      buf = terms_.neg(ratio_ * X.col(j));
+      terms_.neg(ratio_ * X.col(j), buf);
       mask(buf, t, j);
       sum += static_cast<double>(buf.sum());
     }
-    sl.value += multiplicity(t) * weight(t) * sum;
+    sl.sums.value += multiplicity(t) * weight(t) * sum;
   }
 
-  /// Positive pairs; stat[0] = sum_i w_pos dpos(x_ii) (dL/dbias of the
-  /// positives), stat[1] = sum_i w_pos dpos(x_ii) x_ii (their <dL/dK, K>).
-  double finish(const RowMatrix<S>& W, ColArray<S>&, ColArray<S>&, ColArray<S>& stat) const {
-    stat.setZero(2);
+  /// Positive pairs: their value, and their shares of the pair sums
+  /// (sum_i w_pos dpos(x_ii) to term_derivative, sum_i w_pos dpos(x_ii) x_ii
+  /// to term_dot).
+  double finish(const RowMatrix<S>& W, const ColArray<S>&, const ColArray<S>&, CallStats<S>& stats) const {
     if (w_pos_ == 0.0) return 0.0;
     double value = 0, dsum = 0, dxsum = 0;
     for (Eigen::Index i = 0; i < n_; ++i) {
@@ -132,12 +70,12 @@ class AdditiveKernel {
       dsum += static_cast<double>(terms_.dpos(x));
       dxsum += static_cast<double>(terms_.dpos(x) * x);
     }
-    stat[0] = static_cast<S>(w_pos_ * dsum);
-    stat[1] = static_cast<S>(w_pos_ * dxsum);
+    if (sums_ == TermSums::Derivative) stats.sums.term_derivative += w_pos_ * dsum;
+    if (sums_ == TermSums::DerivativeDot) stats.sums.term_dot += w_pos_ * dxsum;
     return w_pos_ * value;
   }
 
-  bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>&, TileRef<S> H, ThreadSlot<S>& sl) const {
+  bool gradient(const TileRef<S>& X, const Tile& t, const CallStats<S>&, TileRef<S> H, ThreadSlot<S>& sl) const {
     add_gradient(X, t, H, sl, false);
     return true;
   }
@@ -153,18 +91,20 @@ class AdditiveKernel {
     for (Eigen::Index j = 0; j < t.nc; ++j) {
       x = ratio_ * X.col(j);
       mask(x, t, j);  // masked entries: x = 0 (finite), their derivative is zeroed below
-      d = terms_.dneg(x);
+      terms_.dneg(x, d);
       mask(d, t, j);
-      if (aux_ == AuxSum::TermDerivative) aux += static_cast<double>(d.sum());
-      if (aux_ == AuxSum::TermDerivativeDotX) aux += static_cast<double>((d * x).sum());
+      if (sums_ == TermSums::Derivative) aux += static_cast<double>(d.sum());
+      if (sums_ == TermSums::DerivativeDot) aux += static_cast<double>((d * x).sum());
       if (accumulate) H.col(j) += coef * d;
       else H.col(j) = coef * d;
     }
-    sl.aux += multiplicity(t) * static_cast<double>(w) * aux;
+    const double total = multiplicity(t) * static_cast<double>(w) * aux;
+    if (sums_ == TermSums::Derivative) sl.sums.term_derivative += total;
+    if (sums_ == TermSums::DerivativeDot) sl.sums.term_dot += total;
   }
 
   /// Positive pairs: dL/dK_{i, n+i} = w_pos scale dpos(x_ii).
-  void pair_terms(const RowMatrix<S>& W, const ColArray<S>&, RowMatrix<S>& dW) const {
+  void pair_terms(const RowMatrix<S>& W, const CallStats<S>&, RowMatrix<S>& dW) const {
     if (w_pos_ == 0.0) return;
     for (Eigen::Index i = 0; i < n_; ++i) {
       const S x = scale_ * W.row(i).dot(W.row(i + n_));
@@ -195,10 +135,11 @@ class AdditiveKernel {
   double w_pos_, w_cross_, w_within_;
   Eigen::Index n_;
   const Eigen::Index* ids_;
-  AuxSum aux_;
+  TermSums sums_;
 };
 
-/// Two kernels on the same tiles: the first decides the tiles' scale and
+/// Two kernels on the same tiles (a base loss's tiles read by additive terms,
+/// so K1's pairs stay owned by K1 and K2 only adds): the first decides the tiles' scale and
 /// masks; the second (additive: AdditiveKernel or MixedKernel) reads them
 /// through its ratio.
 template <typename S, typename K1, typename K2>
@@ -215,27 +156,85 @@ class SumKernel {
     if (k1_.visits(t.view_r, t.view_c)) k1_.reduce(X, t, sl);
     if (k2_.visits(t.view_r, t.view_c)) k2_.reduce(X, t, sl);
   }
-  double finish(const RowMatrix<S>& W, ColArray<S>& m, ColArray<S>& s, ColArray<S>& stat) const {
-    return k1_.finish(W, m, s, stat) + k2_.finish(W, m, s, stat2_);
+  double finish(const RowMatrix<S>& W, const ColArray<S>& m, const ColArray<S>& s, CallStats<S>& stats) const {
+    return k1_.finish(W, m, s, stats) + k2_.finish(W, m, s, stats);
   }
-  bool gradient(const TileRef<S>& X, const Tile& t, const ColArray<S>& stat, TileRef<S> H, ThreadSlot<S>& sl) const {
-    bool any = k1_.visits(t.view_r, t.view_c) && k1_.gradient(X, t, stat, H, sl);
+  bool gradient(const TileRef<S>& X, const Tile& t, const CallStats<S>& stats, TileRef<S> H, ThreadSlot<S>& sl) const {
+    bool any = k1_.visits(t.view_r, t.view_c) && k1_.gradient(X, t, stats, H, sl);
     if (k2_.visits(t.view_r, t.view_c)) {
       k2_.add_gradient(X, t, H, sl, any);
       any = true;
     }
     return any;
   }
-  void pair_terms(const RowMatrix<S>& W, const ColArray<S>& stat, RowMatrix<S>& dW) const {
-    k1_.pair_terms(W, stat, dW);
-    k2_.pair_terms(W, stat2_, dW);
+  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& stats, RowMatrix<S>& dW) const {
+    k1_.pair_terms(W, stats, dW);
+    k2_.pair_terms(W, stats, dW);
   }
   const K2& second() const { return k2_; }
 
  private:
+  static_assert(is_additive_kernel_v<K2, S>, "contrastive: the second kernel of a SumKernel must be additive");
   const K1& k1_;
   K2 k2_;
-  mutable ColArray<S> stat2_;
+};
+
+/// The calls of a loss that is one additive kernel with no scalar parameter
+/// to differentiate (spectral CL, the VRNS penalty):
+///
+///     value(za, zb, [ws,] call = {})
+///     value_and_grad(za, zb, grad_a, grad_b, ws, call = {})
+///     value_and_grad(za, zb, call = {}) -> Result
+///
+/// CallOptions: instance_ids (cross-view pairs of equal ids are not
+/// negatives).  Derived provides name() and kernel(n, negatives, ids).
+template <typename Derived, typename Scalar>
+class AdditiveLoss : public TwoViewOverloads<Derived, Scalar> {
+  using Overloads = TwoViewOverloads<Derived, Scalar>;
+
+ public:
+  using Call = CallOptions<Scalar>;
+  using Overloads::value;
+  using Overloads::value_and_grad;
+
+  /// These losses have no per-anchor outputs (0).
+  Eigen::Index anchors(Eigen::Index) const { return 0; }
+
+  /// Loss value with a reused Workspace.
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
+               const Call& call = {}) const {
+    const auto k = make(za, zb, call);
+    return static_cast<Scalar>(Engine<Scalar>::evaluate(k, buffers(ws), self().options(), za, zb, self().name()));
+  }
+
+  /// Value and gradients into caller-owned outputs; nothing is written on an
+  /// exception.
+  template <typename DA, typename DB, typename GA, typename GB>
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                        Workspace<Scalar>& ws, const Call& call = {}) const {
+    const auto k = make(za, zb, call);
+    return static_cast<Scalar>(
+        Engine<Scalar>::evaluate_grad(k, buffers(ws), self().options(), za, zb, grad_a, grad_b, self().name()).value);
+  }
+
+  /// The allocating overload's body (see TwoViewOverloads).
+  template <typename DA, typename DB>
+  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
+              Workspace<Scalar>& ws, const Call& call) const {
+    return value_and_grad(za, zb, out.grad_a, out.grad_b, ws, call);
+  }
+
+ private:
+  const Derived& self() const { return static_cast<const Derived&>(*this); }
+  template <typename DA, typename DB>
+  auto make(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Call& call) const {
+    check_call(self().name(), call, Accepts{false, true, false});
+    check_views(self().name(), za, zb);
+    const double negatives = count_negatives(self().name(), za.rows(), call.instance_ids);
+    return self().kernel(za.rows(), negatives, call.instance_ids.given() ? call.instance_ids.data() : nullptr);
+  }
 };
 
 }  // namespace detail

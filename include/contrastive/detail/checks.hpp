@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
@@ -10,6 +11,8 @@
 #include <string>
 
 #include <Eigen/Core>
+
+#include "../api.hpp"
 
 namespace contrastive {
 namespace detail {
@@ -79,17 +82,17 @@ void check_views(const char* where, const Eigen::MatrixBase<DA>& za, const Eigen
 
 /// Validates optional instance ids and returns the number of ordered
 /// cross-view negative pairs: n^2 - sum over ids of (count)^2 (n(n-1) without ids).
-inline double count_negatives(const char* where, Eigen::Index n, const std::vector<Eigen::Index>* ids) {
-  if (!ids) return static_cast<double>(n) * static_cast<double>(n - 1);
-  if (static_cast<Eigen::Index>(ids->size()) != n)
-    fail(where, "instance_ids",
-         "has " + std::to_string(ids->size()) + " entries but the batch has " + std::to_string(n) + " rows");
+inline double count_negatives(const char* where, Eigen::Index n, Span<const Eigen::Index> ids) {
+  if (!ids.given()) return static_cast<double>(n) * static_cast<double>(n - 1);
+  if (static_cast<Eigen::Index>(ids.size()) != n)
+    fail(where, "call.instance_ids",
+         "has " + std::to_string(ids.size()) + " entries but the batch has " + std::to_string(n) + " rows");
   std::map<Eigen::Index, double> counts;
-  for (Eigen::Index id : *ids) counts[id] += 1.0;
+  for (Eigen::Index id : ids) counts[id] += 1.0;
   double same = 0;
   for (const auto& c : counts) same += c.second * c.second;
   const double negatives = static_cast<double>(n) * static_cast<double>(n) - same;
-  if (negatives <= 0) fail(where, "instance_ids", "gives every pair the same id: there is no negative pair");
+  if (negatives <= 0) fail(where, "call.instance_ids", "gives every pair the same id: there is no negative pair");
   return negatives;
 }
 
@@ -97,11 +100,68 @@ inline double count_negatives(const char* where, Eigen::Index n, const std::vect
 /// errors come first); returns their data, or null without ids.
 template <typename DA, typename DB>
 const Eigen::Index* checked_ids(const char* where, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                const std::vector<Eigen::Index>* ids) {
-  if (!ids) return nullptr;
+                                Span<const Eigen::Index> ids) {
+  if (!ids.given()) return nullptr;
   check_views(where, za, zb);
   count_negatives(where, za.rows(), ids);
-  return ids->data();
+  return ids.data();
+}
+
+/// Which CallOptions fields a loss defines.
+struct Accepts {
+  bool reduction = false;  ///< reduction, anchor_weights and per_anchor
+  bool ids = false;
+  bool labels = false;
+};
+
+/// Rejects every option of `call` that the loss does not define (rather than
+/// silently ignoring it).
+template <typename S>
+void check_call(const char* where, const CallOptions<S>& call, Accepts a) {
+  if (!a.reduction) {
+    if (call.reduction != Reduction::Mean)
+      fail(where, "call.reduction", "must be Reduction::Mean: this loss has no per-anchor losses to sum or return");
+    if (call.anchor_weights.given())
+      fail(where, "call.anchor_weights", "is not defined for this loss (it has no per-anchor losses)");
+    if (call.per_anchor.given())
+      fail(where, "call.per_anchor", "is not defined for this loss (it has no per-anchor losses)");
+  }
+  if (!a.ids && call.instance_ids.given())
+    fail(where, "call.instance_ids", "is not defined for this loss (the caller chooses its negatives)");
+  if (!a.labels && call.labels.given())
+    fail(where, "call.labels", "is not defined for this loss (use call.instance_ids to mask same-class pairs)");
+}
+
+/// Validates the reduction of a call for `anchors` anchors and returns the
+/// coefficient a_r of every anchor in `coef` (mean: w_r / A, sum and none: w_r).
+template <typename S, typename Coef>
+void anchor_coefficients(const char* where, const CallOptions<S>& call, Eigen::Index anchors, Coef& coef) {
+  if (call.reduction == Reduction::None && !call.per_anchor.given())
+    fail(where, "call.per_anchor", "is required with Reduction::None (it receives the per-anchor losses)");
+  if (call.per_anchor.given() && static_cast<Eigen::Index>(call.per_anchor.size()) != anchors)
+    fail(where, "call.per_anchor",
+         "has " + std::to_string(call.per_anchor.size()) + " entries but the loss has " + std::to_string(anchors) +
+             " anchors");
+  const S scale = call.reduction == Reduction::Mean ? S(1) / static_cast<S>(anchors) : S(1);
+  coef.setConstant(anchors, scale);
+  if (!call.anchor_weights.given()) return;
+  const auto& w = call.anchor_weights;
+  if (static_cast<Eigen::Index>(w.size()) != anchors)
+    fail(where, "call.anchor_weights",
+         "has " + std::to_string(w.size()) + " entries but the loss has " + std::to_string(anchors) + " anchors");
+  for (Eigen::Index r = 0; r < anchors; ++r) {
+    const S wr = w[static_cast<std::size_t>(r)];
+    if (!(std::isfinite(wr) && wr >= S(0)))
+      fail(where, "call.anchor_weights", "entry " + std::to_string(r) + " must be finite and >= 0 " + got(wr));
+    coef[r] *= wr;
+  }
+}
+
+/// Copies the per-anchor losses of a successful call to the caller.
+template <typename S>
+void publish_per_anchor(const CallOptions<S>& call, const std::vector<S>& losses) {
+  if (!call.per_anchor.given()) return;
+  std::copy(losses.begin(), losses.end(), call.per_anchor.begin());
 }
 
 /// Checks the views and sizes the gradients of an allocating result.

@@ -1,0 +1,160 @@
+// contrastive — the vocabulary every loss shares: the options of a call, the
+// allocated result, and a non-owning view of a caller's array.
+// SPDX-License-Identifier: MIT
+//
+// The one calling convention of the library (every loss, every overload):
+//
+//   loss.value(inputs..., [workspace,] call = {})
+//   loss.value_and_grad(inputs..., outputs..., scalar-gradient pointers..., workspace, call = {})
+//   loss.value_and_grad(inputs..., call = {})            -> Result<Scalar>
+//
+// inputs   any dense Eigen expressions, rows are samples;
+// outputs  any writable dense Eigen objects of the inputs' shapes (an optional
+//          one may be nullptr);
+// scalar gradients  Scalar* (each may be nullptr): dL/dtau, or SigLIP's
+//          dL/dt and dL/db;
+// call     a CallOptions<Scalar>: reduction, anchor weights, per-anchor
+//          losses, instance ids, labels.  A loss rejects an option it does
+//          not define with std::invalid_argument naming it.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+namespace contrastive {
+
+/// A non-owning view of a contiguous array: pointer and size, as the caller's
+/// std::vector, std::array, raw buffer or contiguous Eigen vector provides.
+/// A default-constructed Span is "not given"; a Span made from an empty
+/// container is given and empty (and then checked like any other).
+template <typename T>
+class Span {
+ public:
+  using value_type = std::remove_const_t<T>;
+
+  /// Not given.
+  constexpr Span() = default;
+  /// `size` entries at `data` (given, even when size is 0).
+  constexpr Span(T* data, std::size_t size) : data_(data), size_(size), given_(true) {}
+  /// The entries of a std::vector (its storage must outlive the call).
+  template <typename A, typename U = T, typename = std::enable_if_t<std::is_const<U>::value>>
+  Span(const std::vector<value_type, A>& v) : Span(v.data(), v.size()) {}  // NOLINT: implicit by design
+  /// The entries of a writable std::vector.
+  template <typename A>
+  Span(std::vector<value_type, A>& v) : Span(v.data(), v.size()) {}  // NOLINT: implicit by design
+  /// The entries of a std::array.
+  template <std::size_t N>
+  Span(std::array<value_type, N>& a) : Span(a.data(), N) {}  // NOLINT: implicit by design
+  template <std::size_t N, typename U = T, typename = std::enable_if_t<std::is_const<U>::value>>
+  Span(const std::array<value_type, N>& a) : Span(a.data(), N) {}  // NOLINT: implicit by design
+  /// The coefficients of a contiguous Eigen vector (Matrix, Array or Map of
+  /// one column or one row, with inner stride 1).
+  template <typename D, typename = std::enable_if_t<(D::IsVectorAtCompileTime != 0)>>
+  Span(const Eigen::PlainObjectBase<D>& v)  // NOLINT: implicit by design
+      : Span(const_cast<T*>(v.data()), static_cast<std::size_t>(v.size())) {
+    static_assert(std::is_const<T>::value, "contrastive::Span: a const Eigen vector gives a Span<const T>");
+  }
+  template <typename D, typename = std::enable_if_t<(D::IsVectorAtCompileTime != 0)>>
+  Span(Eigen::PlainObjectBase<D>& v)  // NOLINT: implicit by design
+      : Span(v.data(), static_cast<std::size_t>(v.size())) {}
+
+  /// A writable span converts to a read-only one.
+  template <typename U, typename = std::enable_if_t<std::is_same<const U, T>::value && !std::is_same<U, T>::value>>
+  constexpr Span(const Span<U>& other)  // NOLINT: implicit by design
+      : data_(other.data()), size_(other.size()), given_(other.given()) {}
+
+  constexpr T* data() const { return data_; }
+  constexpr std::size_t size() const { return size_; }
+  constexpr bool empty() const { return size_ == 0; }
+  /// True unless default-constructed.
+  constexpr bool given() const { return given_; }
+  constexpr T& operator[](std::size_t i) const { return data_[i]; }
+  constexpr T* begin() const { return data_; }
+  constexpr T* end() const { return data_ + size_; }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+  bool given_ = false;
+};
+
+/// How the per-anchor losses l_r become the loss value.
+enum class Reduction {
+  Mean,  ///< (1/A) sum_r w_r l_r over the A anchors (the default; w_r = 1 unless given)
+  Sum,   ///< sum_r w_r l_r
+  None   ///< the l_r go to CallOptions::per_anchor (required); the value is sum_r w_r l_r
+};
+
+/// The options of one call, the last argument of every loss call.  An
+/// aggregate of documented defaults (everything "not given"), with chainable
+/// setters:
+///
+///     contrastive::CallOptions<float> call;
+///     call.instance_ids = ids;                       // or
+///     loss.value(za, zb, ws, contrastive::CallOptions<float>{}.with_ids(ids));
+///
+/// Anchors are numbered as rows of the stacked batch [za; zb]: anchor r < n is
+/// row r of `za` (the queries), n + i is row i of `zb` (symmetric losses).
+/// The returned value is always the quantity whose gradients are returned.
+/// A loss that does not define an option throws std::invalid_argument naming
+/// it ("argument 'call.labels' ...") instead of ignoring it.
+template <typename Scalar>
+struct CallOptions {
+  /// Mean (default), Sum or None (see Reduction).
+  Reduction reduction = Reduction::Mean;
+  /// Optional per-anchor weights w_r, finite and >= 0, one per anchor (n
+  /// one-way, 2n symmetric).  With the upstream gradient of per-anchor losses
+  /// as weights the returned gradients are their exact chain rule.
+  Span<const Scalar> anchor_weights{};
+  /// Optional output of the per-anchor losses l_r: exactly one entry per
+  /// anchor (required with Reduction::None).  Written only on success.
+  Span<Scalar> per_anchor{};
+  /// Optional instance ids, one per row of `za` (shared by both views):
+  /// pairs of equal ids are never negatives (the pair (i, i) stays positive).
+  Span<const Eigen::Index> instance_ids{};
+  /// Class labels, one per row of `za` (losses with label-defined positives:
+  /// SupCon, where they are required).
+  Span<const Eigen::Index> labels{};
+
+  CallOptions& with_reduction(Reduction r) {
+    reduction = r;
+    return *this;
+  }
+  CallOptions& with_weights(Span<const Scalar> w) {
+    anchor_weights = w;
+    return *this;
+  }
+  CallOptions& with_per_anchor(Span<Scalar> out) {
+    per_anchor = out;
+    return *this;
+  }
+  CallOptions& with_ids(Span<const Eigen::Index> ids) {
+    instance_ids = ids;
+    return *this;
+  }
+  CallOptions& with_labels(Span<const Eigen::Index> l) {
+    labels = l;
+    return *this;
+  }
+};
+
+/// Everything the allocating `value_and_grad(inputs..., call)` of any loss
+/// returns.  Fields a loss does not have stay empty / zero.
+template <typename Scalar>
+struct Result {
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  Scalar value{};               ///< the loss (reduced as the call says)
+  Matrix grad_a;                ///< dL/d(first input): za, or the queries
+  Matrix grad_b;                ///< dL/d(second input): zb, or the positive keys
+  Matrix grad_negative_keys;    ///< dL/dnegative_keys (InfoNCEWithNegatives only)
+  Scalar grad_temperature{};    ///< dL/dtau (losses with a temperature)
+  Scalar grad_logit_scale{};    ///< dL/dt (SigLIP)
+  Scalar grad_logit_bias{};     ///< dL/db (SigLIP)
+  std::vector<Scalar> per_anchor;  ///< l_r of every anchor (losses with anchors)
+};
+
+}  // namespace contrastive

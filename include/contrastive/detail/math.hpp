@@ -1,0 +1,64 @@
+// contrastive — the scalar functions every loss shares (internal), one
+// definition each.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+namespace contrastive {
+namespace detail {
+
+/// softplus(x) = log(1 + e^x), without overflow (large x) or loss of the
+/// tiny value (very negative x).
+template <typename S>
+S softplus(S x) {
+  return x > S(0) ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
+}
+
+/// The same element-wise on an Eigen array expression.
+template <typename A>
+auto softplus_array(const A& x) {
+  using S = typename A::Scalar;
+  return x.max(S(0)) + (-x.abs()).exp().log1p();
+}
+
+/// sigmoid(x) = 1 / (1 + e^-x), never forming e^{+large}.
+template <typename S>
+S sigmoid(S x) {
+  if (x >= S(0)) return S(1) / (S(1) + std::exp(-x));
+  const S e = std::exp(x);
+  return e / (S(1) + e);
+}
+
+/// The same element-wise on an Eigen array expression (e^-x overflows to
+/// +inf for x << 0, which gives the correct 0).
+template <typename A>
+auto sigmoid_array(const A& x) {
+  using S = typename A::Scalar;
+  return (S(1) + (-x).exp()).inverse();
+}
+
+/// The logit offset of a weight c >= 0: log c, and -inf for c = 0 (the term
+/// is removed: e^{-inf} = 0).  The one rule for a weight of 0.
+template <typename S>
+S log_weight(double c) {
+  return c > 0.0 ? static_cast<S>(std::log(c)) : -std::numeric_limits<S>::infinity();
+}
+
+/// dL/dtau of a loss whose logits are K / tau, from Euler's identity for the
+/// bilinear similarities: with euler = sum_r w_r . dL/dw_r = 2 <dL/dK, K>
+/// (K already divided by tau),
+///   dL/dtau = -<dL/dK, K> / tau = -(euler / 2 - other_dot) / tau,
+/// where other_dot is the share of <dL/dK, K> that belongs to terms that do
+/// not depend on tau (e.g. additive terms summed with the loss).
+inline double temperature_gradient(double euler, double tau, double other_dot = 0.0) {
+  return -(euler / 2.0 - other_dot) / tau;
+}
+
+/// dL/dt of a loss whose logits are t * s (+ b): <dL/dx, x> / t with the
+/// same Euler sum.
+inline double logit_scale_gradient(double euler, double t) { return euler / (2.0 * t); }
+
+}  // namespace detail
+}  // namespace contrastive

@@ -1,0 +1,170 @@
+// contrastive — SigLIP's sigmoid loss (paper notes, Def. 3.2): its
+// parameters, its pair terms and the functor.
+// SPDX-License-Identifier: MIT
+//
+// open_clip's SigLipLoss on normalised features (one process), with logit
+// scale t and bias b as open_clip adds them (logits t s + b; init t = 10,
+// b = -10):
+//
+//   L = 1/m sum_i softplus(-(t s_ii + b)) + 1/m sum_{i != j} softplus(t s_ij + b)
+//       [+ c2/(2m) sum_{i != j} softplus(t u_i.u_j + b) + softplus(t v_i.v_j + b)]
+//   dL/dt = (1/(2t)) sum_r w_r . dL/dw_r   (Euler's identity),
+//   dL/db = -1/m sum_i sigmoid(-(t s_ii + b)) + 1/m sum_{i != j} sigmoid(t s_ij + b).
+//
+// (The paper's bias is -b.)  Each pair contributes on its own, so a tile's
+// value and dL/dK need no reduction pass.
+#pragma once
+
+#include <cmath>
+
+#include <Eigen/Core>
+
+#include "api.hpp"
+#include "detail/additive_kernel.hpp"
+#include "detail/checks.hpp"
+#include "detail/math.hpp"
+#include "detail/overloads.hpp"
+#include "engine.hpp"
+
+namespace contrastive {
+
+/// Parameters of SigLIP.  check() throws std::invalid_argument naming the field.
+struct SigLIPParams {
+  /// t > 0: logits are t * cosine + bias.  open_clip initialises t = 10.
+  double logit_scale = 10.0;
+  /// b (open_clip's sign: added to the logits).  open_clip initialises b = -10.
+  double logit_bias = -10.0;
+  /// c2 >= 0: within-view pairs (u_i, u_j), (v_i, v_j) as negatives, each
+  /// ordered pair weighted c2/(2m) (Def. 3.2; 0 in SigLIP itself).
+  double within_weight = 0.0;
+
+  /// Throws std::invalid_argument naming the first invalid field.
+  void check(const char* where = "contrastive::SigLIPParams") const {
+    detail::check_positive_finite(where, "logit_scale", logit_scale);
+    if (!std::isfinite(logit_bias)) detail::fail_field(where, "logit_bias", "must be finite " + detail::got(logit_bias));
+    detail::check_weight(where, "within_weight", within_weight);
+  }
+};
+
+namespace detail {
+
+/// SigLIP's pair terms on x = t s with open_clip's bias b (logits x + b):
+/// a positive costs softplus(-(x + b)), a negative softplus(x + b).
+template <typename S>
+struct SigmoidTerms {
+  S bias;
+  template <typename A, typename O>
+  void neg(const A& x, O&& out) const {
+    out = softplus_array(x + bias);
+  }
+  template <typename A, typename O>
+  void dneg(const A& x, O&& out) const {
+    out = sigmoid_array(x + bias);
+  }
+  S pos(S x) const { return softplus(-(x + bias)); }
+  S dpos(S x) const { return -sigmoid(-(x + bias)); }
+};
+
+/// SigLIP's kernel for n pairs and weight w (1 standalone):
+/// positives and cross negatives w/n each, within pairs w c2/(2n).
+template <typename S>
+AdditiveKernel<S, SigmoidTerms<S>> make_siglip_kernel(const SigLIPParams& p, double w, Eigen::Index n_,
+                                                      const Eigen::Index* ids, TermSums sums) {
+  const double n = static_cast<double>(n_);
+  return AdditiveKernel<S, SigmoidTerms<S>>(SigmoidTerms<S>{static_cast<S>(p.logit_bias)}, static_cast<S>(p.logit_scale),
+                                            w / n, w / n, w * p.within_weight / (2 * n), n_, ids, sums);
+}
+
+}  // namespace detail
+
+/// SigLIP's sigmoid loss.  Inputs as InfoNCEFamily.
+///
+/// Calls (api.hpp): value(za, zb, [ws,] call), value_and_grad(za, zb, grad_a,
+/// grad_b, &grad_logit_scale, &grad_logit_bias, ws, call) (either pointer may
+/// be null), value_and_grad(za, zb, call) -> Result.  CallOptions:
+/// instance_ids (cross-view pairs of equal ids are not negatives: their term
+/// is dropped; the positives and the 1/n normalisation stay).
+template <typename Scalar>
+class SigLIP : public detail::TwoViewOverloads<SigLIP<Scalar>, Scalar> {
+  using Overloads = detail::TwoViewOverloads<SigLIP<Scalar>, Scalar>;
+
+ public:
+  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  using Call = CallOptions<Scalar>;
+
+  /// Validates `params` and `options`.
+  explicit SigLIP(const SigLIPParams& params = {}, const EngineOptions& options = {})
+      : params_(params), options_(options) {
+    params_.check(kName);
+    options_.check();
+  }
+  /// SigLIP with logit scale t and bias b, no within-view pairs.
+  SigLIP(double logit_scale, double logit_bias, const EngineOptions& options = {})
+      : SigLIP(SigLIPParams{logit_scale, logit_bias, 0.0}, options) {}
+
+  /// The loss's parameters.
+  const SigLIPParams& params() const { return params_; }
+  /// The engine options the loss runs with.
+  const EngineOptions& options() const { return options_; }
+  /// Sets a learned scale and bias, validated as in check().
+  void set_params(const SigLIPParams& p) {
+    p.check(kName);
+    params_ = p;
+  }
+  /// "contrastive::SigLIP".
+  const char* name() const { return kName; }
+  /// SigLIP's terms are pairs, not anchors (0).
+  Eigen::Index anchors(Eigen::Index) const { return 0; }
+
+  using Overloads::value;
+  using Overloads::value_and_grad;
+
+  /// Loss value with a reused Workspace.
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
+               const Call& call = {}) const {
+    const auto k = kernel(za, zb, call);
+    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, detail::buffers(ws), options_, za, zb, kName));
+  }
+
+  /// Caller-owned outputs; `grad_logit_scale` (dL/dt; for a learned log t,
+  /// multiply by t) and `grad_logit_bias` (dL/db) may be null.
+  template <typename DA, typename DB, typename GA, typename GB>
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                        Scalar* grad_logit_scale, Scalar* grad_logit_bias, Workspace<Scalar>& ws,
+                        const Call& call = {}) const {
+    const auto k = kernel(za, zb, call);
+    auto& b = detail::buffers(ws);
+    const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, kName);
+    if (grad_logit_scale)
+      *grad_logit_scale = static_cast<Scalar>(detail::logit_scale_gradient(r.euler, params_.logit_scale));
+    if (grad_logit_bias) *grad_logit_bias = static_cast<Scalar>(b.stats.sums.term_derivative);
+    return static_cast<Scalar>(r.value);
+  }
+
+  /// The allocating overload's body (see detail::TwoViewOverloads).
+  template <typename DA, typename DB>
+  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
+              Workspace<Scalar>& ws, const Call& call) const {
+    return value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_logit_scale, &out.grad_logit_bias, ws, call);
+  }
+
+ private:
+  static constexpr const char* kName = "contrastive::SigLIP";
+
+  template <typename DA, typename DB>
+  detail::AdditiveKernel<Scalar, detail::SigmoidTerms<Scalar>> kernel(const Eigen::MatrixBase<DA>& za,
+                                                                      const Eigen::MatrixBase<DB>& zb,
+                                                                      const Call& call) const {
+    detail::check_call(kName, call, detail::Accepts{false, true, false});
+    detail::check_views(kName, za, zb);
+    return detail::make_siglip_kernel<Scalar>(params_, 1.0, za.rows(), detail::checked_ids(kName, za, zb, call.instance_ids),
+                                              detail::TermSums::Derivative);
+  }
+
+  SigLIPParams params_;
+  EngineOptions options_;
+};
+
+}  // namespace contrastive
