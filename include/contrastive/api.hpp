@@ -34,6 +34,7 @@ namespace contrastive {
 template <typename T>
 class Span {
  public:
+  /// The element type without const.
   using value_type = std::remove_const_t<T>;
 
   /// Not given.
@@ -49,6 +50,7 @@ class Span {
   /// The entries of a std::array.
   template <std::size_t N>
   Span(std::array<value_type, N>& a) : Span(a.data(), N) {}  // NOLINT: implicit by design
+  /// The entries of a const std::array (read-only spans only).
   template <std::size_t N, typename U = T, typename = std::enable_if_t<std::is_const<U>::value>>
   Span(const std::array<value_type, N>& a) : Span(a.data(), N) {}  // NOLINT: implicit by design
   /// The coefficients of a contiguous Eigen vector (Matrix, Array or Map of
@@ -58,6 +60,7 @@ class Span {
       : Span(const_cast<T*>(v.data()), static_cast<std::size_t>(v.size())) {
     static_assert(std::is_const<T>::value, "contrastive::Span: a const Eigen vector gives a Span<const T>");
   }
+  /// The coefficients of a writable contiguous Eigen vector.
   template <typename D, typename = std::enable_if_t<(D::IsVectorAtCompileTime != 0)>>
   Span(Eigen::PlainObjectBase<D>& v)  // NOLINT: implicit by design
       : Span(v.data(), static_cast<std::size_t>(v.size())) {}
@@ -67,13 +70,19 @@ class Span {
   constexpr Span(const Span<U>& other)  // NOLINT: implicit by design
       : data_(other.data()), size_(other.size()), given_(other.given()) {}
 
+  /// First entry (null when not given).
   constexpr T* data() const { return data_; }
+  /// Number of entries.
   constexpr std::size_t size() const { return size_; }
+  /// True when there are no entries.
   constexpr bool empty() const { return size_ == 0; }
   /// True unless default-constructed.
   constexpr bool given() const { return given_; }
+  /// Entry i (unchecked).
   constexpr T& operator[](std::size_t i) const { return data_[i]; }
+  /// Iterator to the first entry.
   constexpr T* begin() const { return data_; }
+  /// Iterator past the last entry.
   constexpr T* end() const { return data_ + size_; }
 
  private:
@@ -120,22 +129,27 @@ struct CallOptions {
   /// SupCon, where they are required).
   Span<const Eigen::Index> labels{};
 
+  /// Sets #reduction; returns *this for chaining.
   CallOptions& with_reduction(Reduction r) {
     reduction = r;
     return *this;
   }
+  /// Sets #anchor_weights; returns *this.
   CallOptions& with_weights(Span<const Scalar> w) {
     anchor_weights = w;
     return *this;
   }
+  /// Sets #per_anchor; returns *this.
   CallOptions& with_per_anchor(Span<Scalar> out) {
     per_anchor = out;
     return *this;
   }
+  /// Sets #instance_ids; returns *this.
   CallOptions& with_ids(Span<const Eigen::Index> ids) {
     instance_ids = ids;
     return *this;
   }
+  /// Sets #labels; returns *this.
   CallOptions& with_labels(Span<const Eigen::Index> l) {
     labels = l;
     return *this;
@@ -146,6 +160,7 @@ struct CallOptions {
 /// returns.  Fields a loss does not have stay empty / zero.
 template <typename Scalar>
 struct Result {
+  /// Column-major dynamic matrix of the loss scalar.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
   Scalar value{};               ///< the loss (reduced as the call says)
   Matrix grad_a;                ///< dL/d(first input): za, or the queries

@@ -24,8 +24,8 @@
 #include "detail/additive_kernel.hpp"
 #include "detail/checks.hpp"
 #include "detail/math.hpp"
-#include "detail/overloads.hpp"
 #include "engine.hpp"
+#include "two_view_loss.hpp"
 #include "infonce_family.hpp"
 #include "siglip.hpp"
 #include "spectral.hpp"
@@ -150,13 +150,12 @@ class MixedKernel {
 /// grad_b, &grad_temperature, ws, call) (the base's dL/dtau; 0 without a
 /// base), value_and_grad(za, zb, call) -> Result.  CallOptions: instance_ids.
 template <typename Scalar>
-class Combined : public detail::TwoViewOverloads<Combined<Scalar>, Scalar> {
-  using Overloads = detail::TwoViewOverloads<Combined<Scalar>, Scalar>;
+class Combined : public TwoViewLoss<Combined<Scalar>, Scalar> {
+  friend class TwoViewLoss<Combined<Scalar>, Scalar>;
 
  public:
-  using Call = CallOptions<Scalar>;
-  using Overloads::value;
-  using Overloads::value_and_grad;
+  /// One scalar gradient: the base's dL/dtau (0 without a base).
+  static constexpr int kScalarGradients = 1;
 
   /// base + terms; the base's engine options are used.  Validates the terms.
   Combined(const InfoNCEFamily<Scalar>& base, std::vector<LossTerm> terms, const char* name = "contrastive::Combined")
@@ -180,43 +179,34 @@ class Combined : public detail::TwoViewOverloads<Combined<Scalar>, Scalar> {
   /// No per-anchor outputs (0).
   Eigen::Index anchors(Eigen::Index) const { return 0; }
 
-  /// Loss value with a reused Workspace.
+ private:
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
-               const Call& call = {}) const {
+  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
+                  const CallOptions<Scalar>& call) const {
     return with_kernel(za, zb, call, [&](const auto& k) {
-      return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, detail::buffers(ws), options_, za, zb, name_));
+      return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, name_));
     });
   }
 
-  /// Caller-owned outputs; `grad_temperature` (the base's dL/dtau) may be null.
   template <typename DA, typename DB, typename GA, typename GB>
-  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Call& call = {}) const {
+  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
+                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
     return with_kernel(za, zb, call, [&](const auto& k) {
-      auto& b = detail::buffers(ws);
       const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
-      if (grad_temperature)
-        *grad_temperature = base_ ? static_cast<Scalar>(detail::temperature_gradient(
-                                        r.euler, base_->params().temperature, b.stats.sums.term_dot))
-                                  : Scalar(0);
+      if (g[0])
+        *g[0] = base_ ? static_cast<Scalar>(detail::temperature_gradient(r.euler, base_->params().temperature,
+                                                                         b.stats.sums.term_dot))
+                      : Scalar(0);
       return static_cast<Scalar>(r.value);
     });
   }
 
-  /// The allocating overload's body (see detail::TwoViewOverloads).
-  template <typename DA, typename DB>
-  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
-              Workspace<Scalar>& ws, const Call& call) const {
-    return value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, call);
-  }
-
- private:
   // Validates the call (before any kernel exists, so errors leave outputs
   // untouched) and calls f with the engine kernel for this batch.
   template <typename DA, typename DB, typename F>
-  Scalar with_kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Call& call, F&& f) const {
+  Scalar with_kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                     const CallOptions<Scalar>& call, F&& f) const {
     detail::check_call(name_, call, detail::Accepts{false, true, false});
     detail::check_views(name_, za, zb);
     const Eigen::Index n = za.rows();

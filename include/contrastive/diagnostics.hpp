@@ -17,8 +17,8 @@ namespace contrastive {
 
 /// Mean and population variance of one kind of similarity.
 struct Moments {
-  double mean = 0;
-  double variance = 0;
+  double mean = 0;      ///< mean similarity
+  double variance = 0;  ///< population variance
   double count = 0;  ///< number of (ordered) pairs
 };
 
@@ -79,8 +79,11 @@ inline double simplex_similarity(double n) {
 
 /// An inequality evaluated on data: lhs <= rhs holds iff slack = rhs - lhs >= 0.
 struct Inequality {
-  double lhs = 0, rhs = 0;
+  double lhs = 0;  ///< left-hand side on the data
+  double rhs = 0;  ///< right-hand side on the data
+  /// rhs - lhs (>= 0 when the inequality holds).
   double slack() const { return rhs - lhs; }
+  /// True when slack() >= -tol.
   bool holds(double tol = 1e-12) const { return slack() >= -tol; }
 };
 
@@ -98,11 +101,12 @@ inline Inequality tight_alignment_bound(const SimilarityStats& st) {
   return {(n - 2.0) / (2.0 * (n - 1.0)) * st.positive.mean - n / (2.0 * (n - 1.0)), st.cross_negative.mean};
 }
 
-/// Both bounds evaluated directly on a batch of embeddings.
+/// alignment_bound() evaluated directly on a batch of embeddings.
 template <typename DA, typename DB>
 Inequality alignment_bound(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) {
   return alignment_bound(similarity_stats(za, zb));
 }
+/// tight_alignment_bound() evaluated directly on a batch of embeddings.
 template <typename DA, typename DB>
 Inequality tight_alignment_bound(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) {
   return tight_alignment_bound(similarity_stats(za, zb));
@@ -111,8 +115,10 @@ Inequality tight_alignment_bound(const Eigen::MatrixBase<DA>& za, const Eigen::M
 /// Thm 5.5: the variance of negative similarities at the optimum of fixed
 /// mini-batches of size m out of n (d >= m-1) lies in [lower, upper].
 struct VarianceBounds {
-  double lower = 0, upper = 0;
+  double lower = 0;  ///< (n - m) / ((m - 1)(n - 1)^2)
+  double upper = 0;  ///< n times the lower bound
 };
+/// The bounds of Thm 5.5 for n samples in batches of m (2 <= m <= n).
 inline VarianceBounds minibatch_variance_bounds(double n, double m) {
   const char* where = "contrastive::theory::minibatch_variance_bounds";
   if (!(m >= 2)) detail::fail(where, "m", "must be >= 2 " + detail::got(m));
@@ -124,7 +130,10 @@ inline VarianceBounds minibatch_variance_bounds(double n, double m) {
 /// The pair terms of the independently additive family (Def. 3.2), for the
 /// theory: L = -1/m sum phi(s_ii) + c1/(m(m-1)) sum psi(s_ij).
 struct AdditiveTerms {
-  std::function<double(double)> phi, dphi, psi, dpsi;
+  std::function<double(double)> phi;   ///< positive term phi(x)
+  std::function<double(double)> dphi;  ///< phi'(x)
+  std::function<double(double)> psi;   ///< negative term psi(x)
+  std::function<double(double)> dpsi;  ///< psi'(x)
 };
 
 /// SigLIP's terms for n pairs, with open_clip's bias b (logits t s + b):
@@ -148,9 +157,9 @@ inline bool excessive_separation(const AdditiveTerms& terms, double n) {
 /// = ((n-2) x* - n) / (2(n-1)); without excessive separation x* = 1 and the
 /// negatives are -1/(n-1).
 struct FullBatchOptimum {
-  double positive = 1;
-  double negative = 0;
-  bool excessive = false;
+  double positive = 1;     ///< x*, every positive similarity at the optimum
+  double negative = 0;     ///< every negative similarity at the optimum
+  bool excessive = false;  ///< excessive_separation(): x* < 1 and the negatives fall below -1/(n-1)
 };
 
 /// x* minimises the convex h(x) = -phi(x) + psi(((n-2) x - n) / (2(n-1)))

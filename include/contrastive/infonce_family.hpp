@@ -36,8 +36,8 @@
 #include "api.hpp"
 #include "detail/checks.hpp"
 #include "detail/math.hpp"
-#include "detail/overloads.hpp"
 #include "engine.hpp"
+#include "two_view_loss.hpp"
 
 namespace contrastive {
 
@@ -59,6 +59,7 @@ struct InfoNCEFamilyParams {
   /// OneWay: anchors are the first view; Symmetric: mean over both views as anchors.
   Direction direction = Direction::Symmetric;
 
+  /// Throws std::invalid_argument naming the first invalid field.
   void check(const char* where = "contrastive::InfoNCEFamilyParams") const {
     detail::check_positive_finite(where, "temperature", temperature);
     detail::check_weight(where, "cross_weight", cross_weight);
@@ -150,32 +151,20 @@ class InfoNCEKernel {
     // Column by column: contiguous, vectorised exp (see reduce_rows).
     auto li = sl.vr.head(t.nr);
     li = lse.segment(t.r0, t.nr) - lw;
-    if (coef_) {
-      // Per-anchor coefficients: a_i / tau down the rows, a_j / tau per column.
-      auto ci = sl.vr.segment(t.nr, t.nr);
-      if (rows) ci = inv_tau_ * coef_->segment(t.r0, t.nr);
-      for (Eigen::Index j = 0; j < t.nc; ++j) {
-        const S lj = lse[t.c0 + j] - lw;
-        const S cj = cols ? inv_tau_ * (*coef_)[t.c0 + j] : S(0);
-        if (rows && cols)
-          H.col(j) = ci * (X.col(j) - li).exp() + cj * (X.col(j) - lj).exp();
-        else if (rows)
-          H.col(j) = ci * (X.col(j) - li).exp();
-        else
-          H.col(j) = cj * (X.col(j) - lj).exp();
-      }
-    } else {
-      const S cr = rows ? static_cast<S>(a_[t.view_r]) * inv_tau_ : S(0);
-      const S cc = cols ? static_cast<S>(a_[t.view_c]) * inv_tau_ : S(0);
-      for (Eigen::Index j = 0; j < t.nc; ++j) {
-        const S lj = lse[t.c0 + j] - lw;
-        if (rows && cols)
-          H.col(j) = cr * (X.col(j) - li).exp() + cc * (X.col(j) - lj).exp();
-        else if (rows)
-          H.col(j) = cr * (X.col(j) - li).exp();
-        else
-          H.col(j) = cc * (X.col(j) - lj).exp();
-      }
+    // Anchor coefficients a / tau: down the rows (per anchor, or the view's
+    // constant) and one per column.
+    auto ci = sl.vr.segment(t.nr, t.nr);
+    if (rows && coef_) ci = inv_tau_ * coef_->segment(t.r0, t.nr);
+    else if (rows) ci.setConstant(static_cast<S>(a_[t.view_r]) * inv_tau_);
+    for (Eigen::Index j = 0; j < t.nc; ++j) {
+      const S lj = lse[t.c0 + j] - lw;
+      const S cj = !cols ? S(0) : inv_tau_ * (coef_ ? (*coef_)[t.c0 + j] : static_cast<S>(a_[t.view_c]));
+      if (rows && cols)
+        H.col(j) = ci * (X.col(j) - li).exp() + cj * (X.col(j) - lj).exp();
+      else if (rows)
+        H.col(j) = ci * (X.col(j) - li).exp();
+      else
+        H.col(j) = cj * (X.col(j) - lj).exp();
     }
     if (t.diagonal()) {
       // dL/dK of a symmetric block: G + G^T (in place through the square's triangles).
@@ -237,82 +226,54 @@ class InfoNCEKernel {
 /// CallOptions: reduction, anchor_weights, per_anchor (anchors r < n are the
 /// rows of za, n + i the rows of zb for symmetric members), instance_ids.
 template <typename Scalar>
-class InfoNCEFamily : public detail::TwoViewOverloads<InfoNCEFamily<Scalar>, Scalar> {
+class InfoNCEFamily : public TwoViewLoss<InfoNCEFamily<Scalar>, Scalar>, public LossSettings<InfoNCEFamilyParams> {
   static_assert(std::is_floating_point<Scalar>::value, "contrastive: Scalar must be float or double");
-  using Overloads = detail::TwoViewOverloads<InfoNCEFamily<Scalar>, Scalar>;
+  friend class TwoViewLoss<InfoNCEFamily<Scalar>, Scalar>;
 
  public:
-  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  /// The options of a call of this loss.
-  using Call = CallOptions<Scalar>;
+  /// One scalar gradient: dL/dtau (for a learned logit scale t = 1/tau,
+  /// dL/dt = -tau^2 dL/dtau).
+  static constexpr int kScalarGradients = 1;
 
   /// Validates `params` and `options` (std::invalid_argument naming the field).
   explicit InfoNCEFamily(const InfoNCEFamilyParams& params, const EngineOptions& options = {},
                          const char* name = "contrastive::InfoNCEFamily")
-      : params_(params), options_(options), name_(name) {
-    params_.check(name_);
-    options_.check();
-  }
+      : LossSettings<InfoNCEFamilyParams>(params, options, name) {}
 
-  /// The loss's parameters.
-  const InfoNCEFamilyParams& params() const { return params_; }
-  /// The engine options the loss runs with.
-  const EngineOptions& options() const { return options_; }
   /// Changes the temperature (e.g. a learned one); validated as in check().
   void set_temperature(double tau) {
     detail::check_positive_finite(name_, "temperature", tau);
     params_.temperature = tau;
   }
-  /// The name errors start with ("contrastive::NTXent", ...).
-  const char* name() const { return name_; }
   /// Number of anchors: n one-way, 2n symmetric.
   Eigen::Index anchors(Eigen::Index n) const { return params_.direction == Direction::Symmetric ? 2 * n : n; }
 
-  using Overloads::value;
-  using Overloads::value_and_grad;
-
-  /// Loss value (one pass) with a reused Workspace.
+ private:
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
-               const Call& call = {}) const {
-    auto& b = detail::buffers(ws);
+  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
+                  const CallOptions<Scalar>& call) const {
     const auto k = kernel(za, zb, b, call);
     const auto v = static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, name_));
     detail::publish_per_anchor(call, b.losses);
     return v;
   }
 
-  /// Value and gradients written into caller-owned outputs (any writable dense
-  /// Eigen object of the inputs' shape: Matrix, Map, Block, Ref).
-  /// `grad_temperature` (dL/dtau; for a learned logit scale t = 1/tau,
-  /// dL/dt = -tau^2 dL/dtau) may be null.  With a reused Workspace the
-  /// library's own buffers are not reallocated between calls of the same
-  /// shape.  On an exception nothing of the outputs has been written.
   template <typename DA, typename DB, typename GA, typename GB>
-  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Call& call = {}) const {
-    auto& b = detail::buffers(ws);
+  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
+                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
     const auto k = kernel(za, zb, b, call);
     const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
-    if (grad_temperature) *grad_temperature = static_cast<Scalar>(detail::temperature_gradient(r.euler, params_.temperature));
+    if (g[0]) *g[0] = static_cast<Scalar>(detail::temperature_gradient(r.euler, params_.temperature));
     detail::publish_per_anchor(call, b.losses);
     return static_cast<Scalar>(r.value);
   }
 
-  /// The allocating overload's body (see detail::TwoViewOverloads).
-  template <typename DA, typename DB>
-  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
-              Workspace<Scalar>& ws, const Call& call) const {
-    return value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, call);
-  }
-
- private:
   // Validates the call (before anything is written) and builds the kernel;
   // per-anchor coefficients and losses live in the workspace.
   template <typename DA, typename DB>
   detail::InfoNCEKernel<Scalar> kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                       detail::Buffers<Scalar>& b, const Call& call) const {
+                                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
     detail::check_call(name_, call, detail::Accepts{true, true, false});
     detail::check_views(name_, za, zb);
     const Eigen::Index* ids = detail::checked_ids(name_, za, zb, call.instance_ids);
@@ -323,62 +284,72 @@ class InfoNCEFamily : public detail::TwoViewOverloads<InfoNCEFamily<Scalar>, Sca
     b.losses.assign(static_cast<std::size_t>(a), Scalar(0));
     return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids, &b.coef, b.losses.data());
   }
-
-  InfoNCEFamilyParams params_;
-  EngineOptions options_;
-  const char* name_;
 };
 
 // ---- presets ---------------------------------------------------------------
+
+/// The named members of the family (see the table at the top of this header).
+enum class PresetKind { InfoNCE, CLIP, NTXent, DCL, DHEL };
+
+namespace detail {
+struct PresetRow {
+  const char* name;
+  double default_temperature, cross_weight, within_weight;
+  bool positive_in_denominator;
+  Direction direction;
+};
+/// The one table of the presets: name, default tau, c1, c2, [pos], direction.
+constexpr PresetRow preset_row(PresetKind k) {
+  switch (k) {
+    case PresetKind::InfoNCE: return {"contrastive::InfoNCE", 0.1, 1.0, 0.0, true, Direction::OneWay};
+    case PresetKind::CLIP: return {"contrastive::CLIP", 0.07, 1.0, 0.0, true, Direction::Symmetric};
+    case PresetKind::NTXent: return {"contrastive::NTXent", 0.5, 1.0, 1.0, true, Direction::Symmetric};
+    case PresetKind::DCL: return {"contrastive::DCL", 0.1, 1.0, 1.0, false, Direction::Symmetric};
+    case PresetKind::DHEL: break;
+  }
+  return {"contrastive::DHEL", 0.1, 0.0, 1.0, false, Direction::Symmetric};
+}
+}  // namespace detail
+
+/// A preset of the family: the InfoNCEFamily with the parameters of its row
+/// of the table and temperature tau (default: the row's).
+template <typename Scalar, PresetKind Kind>
+class Preset : public InfoNCEFamily<Scalar> {
+ public:
+  /// Validates tau (finite, > 0) and the options.
+  explicit Preset(double temperature = detail::preset_row(Kind).default_temperature, const EngineOptions& options = {})
+      : InfoNCEFamily<Scalar>(row_params(temperature), options, detail::preset_row(Kind).name) {}
+
+ private:
+  static InfoNCEFamilyParams row_params(double tau) {
+    const detail::PresetRow r = detail::preset_row(Kind);
+    return InfoNCEFamilyParams{tau, r.cross_weight, r.within_weight, r.positive_in_denominator, r.direction};
+  }
+};
 
 /// One-directional InfoNCE (CPC / MoCo form; info-nce-pytorch's InfoNCE without
 /// negative keys): queries za, positive keys zb, the other keys as negatives,
 /// mean over the n queries.  Default tau = 0.1.
 template <typename Scalar>
-class InfoNCE : public InfoNCEFamily<Scalar> {
- public:
-  explicit InfoNCE(double temperature = 0.1, const EngineOptions& options = {})
-      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 1.0, 0.0, true, Direction::OneWay}, options,
-                              "contrastive::InfoNCE") {}
-};
+using InfoNCE = Preset<Scalar, PresetKind::InfoNCE>;
 
 /// Symmetric InfoNCE of CLIP (open_clip ClipLoss with logit scale 1/tau): the
 /// mean of the image->text and text->image cross entropies.  Default tau = 0.07.
 template <typename Scalar>
-class CLIP : public InfoNCEFamily<Scalar> {
- public:
-  explicit CLIP(double temperature = 0.07, const EngineOptions& options = {})
-      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 1.0, 0.0, true, Direction::Symmetric}, options,
-                              "contrastive::CLIP") {}
-};
+using CLIP = Preset<Scalar, PresetKind::CLIP>;
 
 /// NT-Xent of SimCLR: every one of the 2n samples is an anchor, with its other
 /// view as positive and the 2n-2 others as negatives.  Default tau = 0.5.
 template <typename Scalar>
-class NTXent : public InfoNCEFamily<Scalar> {
- public:
-  explicit NTXent(double temperature = 0.5, const EngineOptions& options = {})
-      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 1.0, 1.0, true, Direction::Symmetric}, options,
-                              "contrastive::NTXent") {}
-};
+using NTXent = Preset<Scalar, PresetKind::NTXent>;
 
 /// Decoupled contrastive loss: NT-Xent with the positive removed from the
 /// denominator (one log-sum-exp over the 2n-2 negatives).  Default tau = 0.1.
 template <typename Scalar>
-class DCL : public InfoNCEFamily<Scalar> {
- public:
-  explicit DCL(double temperature = 0.1, const EngineOptions& options = {})
-      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 1.0, 1.0, false, Direction::Symmetric}, options,
-                              "contrastive::DCL") {}
-};
+using DCL = Preset<Scalar, PresetKind::DCL>;
 
 /// DHEL: decoupled, within-view negatives only (n-1 per anchor).  Default tau = 0.1.
 template <typename Scalar>
-class DHEL : public InfoNCEFamily<Scalar> {
- public:
-  explicit DHEL(double temperature = 0.1, const EngineOptions& options = {})
-      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 0.0, 1.0, false, Direction::Symmetric}, options,
-                              "contrastive::DHEL") {}
-};
+using DHEL = Preset<Scalar, PresetKind::DHEL>;
 
 }  // namespace contrastive

@@ -24,6 +24,7 @@ namespace contrastive {
 template <typename Scalar>
 class MemoryBank {
  public:
+  /// Column-major dynamic matrix of the key scalar.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 
   /// A bank of at most `capacity` keys of width `dim` (both >= 1; checked

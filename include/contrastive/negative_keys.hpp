@@ -36,6 +36,7 @@
 #include "detail/checks.hpp"
 #include "detail/math.hpp"
 #include "engine.hpp"
+#include "two_view_loss.hpp"
 
 namespace contrastive {
 
@@ -79,31 +80,24 @@ struct NegativeKeysParams {
 /// anchor per query).  Instance ids do not apply (the caller chooses the
 /// negatives: drop colliding keys first) and are rejected.
 template <typename Scalar>
-class InfoNCEWithNegatives {
+class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
   static_assert(std::is_floating_point<Scalar>::value, "contrastive: Scalar must be float or double");
 
  public:
+  /// Column-major dynamic matrix of the loss scalar.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  /// The options of a call of this loss.
   using Call = CallOptions<Scalar>;
 
   /// Validates `params` and `options`.
   explicit InfoNCEWithNegatives(const NegativeKeysParams& params = {}, const EngineOptions& options = {})
-      : params_(params), options_(options) {
-    params_.check(kName);
-    options_.check();
-  }
+      : LossSettings<NegativeKeysParams>(params, options, kName) {}
 
-  /// The loss's parameters.
-  const NegativeKeysParams& params() const { return params_; }
-  /// The engine options (memory_budget_bytes bounds a block of logits).
-  const EngineOptions& options() const { return options_; }
   /// Changes the temperature; validated as in check().
   void set_temperature(double tau) {
     detail::check_positive_finite(kName, "temperature", tau);
     params_.temperature = tau;
   }
-  /// "contrastive::InfoNCEWithNegatives".
-  const char* name() const { return kName; }
   /// One anchor per query.
   Eigen::Index anchors(Eigen::Index n) const { return n; }
 
@@ -334,8 +328,6 @@ class InfoNCEWithNegatives {
     return value;
   }
 
-  NegativeKeysParams params_;
-  EngineOptions options_;
 };
 
 }  // namespace contrastive

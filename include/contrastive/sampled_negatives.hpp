@@ -24,9 +24,9 @@
 #include "api.hpp"
 #include "detail/checks.hpp"
 #include "detail/math.hpp"
-#include "detail/overloads.hpp"
 #include "detail/rng.hpp"
 #include "engine.hpp"
+#include "two_view_loss.hpp"
 #include "infonce_family.hpp"
 
 namespace contrastive {
@@ -42,6 +42,7 @@ struct SamplingParams {
   /// Seed of the draws; the same seed and inputs give the same negatives.
   std::uint64_t seed = 0;
 
+  /// Throws std::invalid_argument naming the first invalid field.
   void check(const char* where = "contrastive::SamplingParams") const {
     if (num_negatives < 1) detail::fail_field(where, "num_negatives", "must be >= 1 " + detail::got(num_negatives));
   }
@@ -65,12 +66,13 @@ struct SamplingParams {
 /// replacement the loss equals the InfoNCEFamily loss.  Cost O(A k d) for A
 /// anchors (plus O(A n) to list candidates when ids are given); single-threaded.
 template <typename Scalar>
-class SampledNegatives : public detail::TwoViewOverloads<SampledNegatives<Scalar>, Scalar> {
+class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
   static_assert(std::is_floating_point<Scalar>::value, "contrastive: Scalar must be float or double");
-  using Overloads = detail::TwoViewOverloads<SampledNegatives<Scalar>, Scalar>;
+  friend class TwoViewLoss<SampledNegatives<Scalar>, Scalar>;
 
  public:
-  using Call = CallOptions<Scalar>;
+  /// One scalar gradient: dL/dtau.
+  static constexpr int kScalarGradients = 1;
 
   /// Validates both parameter sets (std::invalid_argument naming the field).
   SampledNegatives(const InfoNCEFamilyParams& loss, const SamplingParams& sampling)
@@ -105,27 +107,25 @@ class SampledNegatives : public detail::TwoViewOverloads<SampledNegatives<Scalar
     return b.drawn;
   }
 
-  using Overloads::value;
-  using Overloads::value_and_grad;
 
-  /// Loss value with a reused Workspace.
+ private:
+  static constexpr const char* kName = "contrastive::SampledNegatives";
+  /// Largest batch: 2n candidates and 2n anchors stay far from overflow.
+  static constexpr Eigen::Index kMaxRows = Eigen::Index(1) << 40;
+
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
-               const Call& call = {}) const {
-    auto& b = detail::buffers(ws);
+  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
+                  const CallOptions<Scalar>& call) const {
     const Eigen::Index* ids = prepare(b, za, zb, call);
     const double v = run(b, ids, false);
     detail::publish_per_anchor(call, b.losses);
     return static_cast<Scalar>(v);
   }
 
-  /// Value and gradients into caller-owned outputs of the inputs' shape;
-  /// `grad_temperature` may be null.  On an exception nothing is written.
   template <typename DA, typename DB, typename GA, typename GB>
-  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Call& call = {}) const {
-    auto& b = detail::buffers(ws);
+  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
+                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
     const Eigen::Index* ids = prepare(b, za, zb, call);
     detail::check_output_shape(kName, "grad_a", grad_a, za.rows(), za.cols());
     detail::check_output_shape(kName, "grad_b", grad_b, zb.rows(), zb.cols());
@@ -134,22 +134,11 @@ class SampledNegatives : public detail::TwoViewOverloads<SampledNegatives<Scalar
     const auto& dw = b.slots[0].dw;
     const double euler = detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, 0, grad_a) +
                          detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, n, grad_b);
-    if (grad_temperature) *grad_temperature = static_cast<Scalar>(detail::temperature_gradient(euler, params_.temperature));
+    if (g[0]) *g[0] = static_cast<Scalar>(detail::temperature_gradient(euler, params_.temperature));
     detail::publish_per_anchor(call, b.losses);
     return static_cast<Scalar>(v);
   }
 
-  /// The allocating overload's body (see detail::TwoViewOverloads).
-  template <typename DA, typename DB>
-  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
-              Workspace<Scalar>& ws, const Call& call) const {
-    return value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, call);
-  }
-
- private:
-  static constexpr const char* kName = "contrastive::SampledNegatives";
-  /// Largest batch: 2n candidates and 2n anchors stay far from overflow.
-  static constexpr Eigen::Index kMaxRows = Eigen::Index(1) << 40;
   /// The draw of `anchor` into out.  With ids the candidates are listed and
   /// shuffled in place; without, candidate t is computed from t (O(1)) and
   /// the partial Fisher-Yates shuffle keeps only the positions it moved, so
@@ -210,7 +199,7 @@ class SampledNegatives : public detail::TwoViewOverloads<SampledNegatives<Scalar
 
   template <typename DA, typename DB>
   const Eigen::Index* prepare(detail::Buffers<Scalar>& b, const Eigen::MatrixBase<DA>& za,
-                              const Eigen::MatrixBase<DB>& zb, const Call& call) const {
+                              const Eigen::MatrixBase<DB>& zb, const CallOptions<Scalar>& call) const {
     detail::check_call(kName, call, detail::Accepts{true, true, false});
     detail::check_views(kName, za, zb);
     const Eigen::Index n = za.rows(), d = za.cols();

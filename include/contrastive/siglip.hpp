@@ -23,8 +23,8 @@
 #include "detail/additive_kernel.hpp"
 #include "detail/checks.hpp"
 #include "detail/math.hpp"
-#include "detail/overloads.hpp"
 #include "engine.hpp"
+#include "two_view_loss.hpp"
 
 namespace contrastive {
 
@@ -77,94 +77,62 @@ AdditiveKernel<S, SigmoidTerms<S>> make_siglip_kernel(const SigLIPParams& p, dou
 
 }  // namespace detail
 
-/// SigLIP's sigmoid loss.  Inputs as InfoNCEFamily.
-///
-/// Calls (api.hpp): value(za, zb, [ws,] call), value_and_grad(za, zb, grad_a,
-/// grad_b, &grad_logit_scale, &grad_logit_bias, ws, call) (either pointer may
-/// be null), value_and_grad(za, zb, call) -> Result.  CallOptions:
-/// instance_ids (cross-view pairs of equal ids are not negatives: their term
-/// is dropped; the positives and the 1/n normalisation stay).
+/// SigLIP's sigmoid loss (formula above), called as every TwoViewLoss with two
+/// scalar gradients, dL/dt and dL/db.  CallOptions: instance_ids (cross-view
+/// pairs of equal ids are not negatives: their term is dropped; the positives
+/// and the 1/n normalisation stay).
 template <typename Scalar>
-class SigLIP : public detail::TwoViewOverloads<SigLIP<Scalar>, Scalar> {
-  using Overloads = detail::TwoViewOverloads<SigLIP<Scalar>, Scalar>;
+class SigLIP : public TwoViewLoss<SigLIP<Scalar>, Scalar>, public LossSettings<SigLIPParams> {
+  friend class TwoViewLoss<SigLIP<Scalar>, Scalar>;
 
  public:
-  using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  using Call = CallOptions<Scalar>;
+  /// Two scalar gradients: dL/dt (for a learned log t, multiply by t) and dL/db.
+  static constexpr int kScalarGradients = 2;
 
   /// Validates `params` and `options`.
   explicit SigLIP(const SigLIPParams& params = {}, const EngineOptions& options = {})
-      : params_(params), options_(options) {
-    params_.check(kName);
-    options_.check();
-  }
+      : LossSettings<SigLIPParams>(params, options, "contrastive::SigLIP") {}
   /// SigLIP with logit scale t and bias b, no within-view pairs.
   SigLIP(double logit_scale, double logit_bias, const EngineOptions& options = {})
       : SigLIP(SigLIPParams{logit_scale, logit_bias, 0.0}, options) {}
 
-  /// The loss's parameters.
-  const SigLIPParams& params() const { return params_; }
-  /// The engine options the loss runs with.
-  const EngineOptions& options() const { return options_; }
   /// Sets a learned scale and bias, validated as in check().
   void set_params(const SigLIPParams& p) {
-    p.check(kName);
+    p.check(name_);
     params_ = p;
   }
-  /// "contrastive::SigLIP".
-  const char* name() const { return kName; }
   /// SigLIP's terms are pairs, not anchors (0).
   Eigen::Index anchors(Eigen::Index) const { return 0; }
 
-  using Overloads::value;
-  using Overloads::value_and_grad;
+ private:
 
-  /// Loss value with a reused Workspace.
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
-               const Call& call = {}) const {
-    const auto k = kernel(za, zb, call);
-    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, detail::buffers(ws), options_, za, zb, kName));
+  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
+                  const CallOptions<Scalar>& call) const {
+    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel(za, zb, call), b, options_, za, zb, name_));
   }
 
-  /// Caller-owned outputs; `grad_logit_scale` (dL/dt; for a learned log t,
-  /// multiply by t) and `grad_logit_bias` (dL/db) may be null.
   template <typename DA, typename DB, typename GA, typename GB>
-  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_logit_scale, Scalar* grad_logit_bias, Workspace<Scalar>& ws,
-                        const Call& call = {}) const {
+  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
+                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
     const auto k = kernel(za, zb, call);
-    auto& b = detail::buffers(ws);
-    const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, kName);
-    if (grad_logit_scale)
-      *grad_logit_scale = static_cast<Scalar>(detail::logit_scale_gradient(r.euler, params_.logit_scale));
-    if (grad_logit_bias) *grad_logit_bias = static_cast<Scalar>(b.stats.sums.term_derivative);
+    const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
+    if (g[0]) *g[0] = static_cast<Scalar>(detail::logit_scale_gradient(r.euler, params_.logit_scale));
+    if (g[1]) *g[1] = static_cast<Scalar>(b.stats.sums.term_derivative);
     return static_cast<Scalar>(r.value);
   }
-
-  /// The allocating overload's body (see detail::TwoViewOverloads).
-  template <typename DA, typename DB>
-  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
-              Workspace<Scalar>& ws, const Call& call) const {
-    return value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_logit_scale, &out.grad_logit_bias, ws, call);
-  }
-
- private:
-  static constexpr const char* kName = "contrastive::SigLIP";
 
   template <typename DA, typename DB>
   detail::AdditiveKernel<Scalar, detail::SigmoidTerms<Scalar>> kernel(const Eigen::MatrixBase<DA>& za,
                                                                       const Eigen::MatrixBase<DB>& zb,
-                                                                      const Call& call) const {
-    detail::check_call(kName, call, detail::Accepts{false, true, false});
-    detail::check_views(kName, za, zb);
-    return detail::make_siglip_kernel<Scalar>(params_, 1.0, za.rows(), detail::checked_ids(kName, za, zb, call.instance_ids),
+                                                                      const CallOptions<Scalar>& call) const {
+    detail::check_call(name_, call, detail::Accepts{false, true, false});
+    detail::check_views(name_, za, zb);
+    return detail::make_siglip_kernel<Scalar>(params_, 1.0, za.rows(), detail::checked_ids(name_, za, zb, call.instance_ids),
                                               detail::TermSums::Derivative);
   }
 
-  SigLIPParams params_;
-  EngineOptions options_;
 };
 
 }  // namespace contrastive

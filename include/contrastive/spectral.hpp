@@ -13,6 +13,7 @@
 #include "detail/additive_kernel.hpp"
 #include "detail/checks.hpp"
 #include "engine.hpp"
+#include "two_view_loss.hpp"
 
 namespace contrastive {
 
@@ -57,33 +58,24 @@ AdditiveKernel<S, SpectralTerms<S>> make_spectral_kernel(const SpectralParams& p
 
 }  // namespace detail
 
-/// Spectral contrastive loss (formula above).  Calls: see
-/// detail::AdditiveLoss (value, value_and_grad with no scalar gradient,
-/// CallOptions::instance_ids).
+/// Spectral contrastive loss (formula above).  Calls as TwoViewLoss with no scalar
+/// gradient: value_and_grad(za, zb, grad_a, grad_b, ws, call).  CallOptions:
+/// instance_ids.
 template <typename Scalar>
-class Spectral : public detail::AdditiveLoss<Spectral<Scalar>, Scalar> {
+class Spectral : public detail::AdditiveLoss<Spectral<Scalar>, Scalar, SpectralParams> {
+  friend class detail::AdditiveLoss<Spectral<Scalar>, Scalar, SpectralParams>;
+
  public:
   /// Validates `params` and `options`.
   explicit Spectral(const SpectralParams& params = {}, const EngineOptions& options = {})
-      : params_(params), options_(options) {
-    params_.check(name());
-    options_.check();
-  }
-  /// The loss's parameters.
-  const SpectralParams& params() const { return params_; }
-  /// The engine options the loss runs with.
-  const EngineOptions& options() const { return options_; }
-  /// "contrastive::Spectral".
-  const char* name() const { return "contrastive::Spectral"; }
-  /// The engine kernel for a batch of n pairs (ids already validated).
-  detail::AdditiveKernel<Scalar, detail::SpectralTerms<Scalar>> kernel(Eigen::Index n, double,
-                                                                       const Eigen::Index* ids) const {
-    return detail::make_spectral_kernel<Scalar>(params_, 1.0, n, ids, detail::TermSums::None);
-  }
+      : detail::AdditiveLoss<Spectral<Scalar>, Scalar, SpectralParams>(params, options, "contrastive::Spectral") {}
 
  private:
-  SpectralParams params_;
-  EngineOptions options_;
+  // The engine kernel for a batch of n pairs (ids already validated).
+  detail::AdditiveKernel<Scalar, detail::SpectralTerms<Scalar>> kernel(Eigen::Index n, double,
+                                                                       const Eigen::Index* ids) const {
+    return detail::make_spectral_kernel<Scalar>(this->params_, 1.0, n, ids, detail::TermSums::None);
+  }
 };
 
 }  // namespace contrastive

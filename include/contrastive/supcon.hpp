@@ -25,11 +25,22 @@
 
 #include "api.hpp"
 #include "detail/checks.hpp"
-#include "detail/overloads.hpp"
+#include "two_view_loss.hpp"
 #include "engine.hpp"
 #include "infonce_family.hpp"
 
 namespace contrastive {
+
+/// Parameters of SupCon; check() throws std::invalid_argument naming the field.
+struct SupConParams {
+  /// tau > 0 (pytorch-metric-learning's default 0.1).
+  double temperature = 0.1;
+  /// Throws std::invalid_argument naming the first invalid field.
+  void check(const char* where = "contrastive::SupConParams") const {
+    detail::check_positive_finite(where, "temperature", temperature);
+  }
+};
+
 namespace detail {
 
 template <typename S>
@@ -90,70 +101,52 @@ class SupConKernel : public InfoNCEKernel<S> {
 
 }  // namespace detail
 
-/// Supervised contrastive loss over both views (see the formula above).
-/// Default tau = 0.1 (pytorch-metric-learning's default).
-///
-/// Calls (api.hpp): value(za, zb, [ws,] call), value_and_grad(za, zb, grad_a,
-/// grad_b, &grad_temperature, ws, call), value_and_grad(za, zb, call) ->
-/// Result.  `call.labels` (one class label per row of za, shared by both
-/// views) is required; reductions, weights and instance ids are not defined
-/// for SupCon and are rejected.
+/// Supervised contrastive loss over both views (see the formula above),
+/// called as every TwoViewLoss with one scalar gradient, dL/dtau; default
+/// tau = 0.1 (pytorch-metric-learning's).  `call.labels` (one class label per
+/// row of za, shared by both views) is required; reductions, weights and
+/// instance ids are not defined for SupCon and are rejected.
 template <typename Scalar>
-class SupCon : public detail::TwoViewOverloads<SupCon<Scalar>, Scalar> {
-  using Overloads = detail::TwoViewOverloads<SupCon<Scalar>, Scalar>;
+class SupCon : public TwoViewLoss<SupCon<Scalar>, Scalar>, public LossSettings<SupConParams> {
+  friend class TwoViewLoss<SupCon<Scalar>, Scalar>;
 
  public:
-  using Call = CallOptions<Scalar>;
+  /// One scalar gradient: dL/dtau.
+  static constexpr int kScalarGradients = 1;
 
   /// Validates the temperature and the options (std::invalid_argument naming the field).
   explicit SupCon(double temperature = 0.1, const EngineOptions& options = {})
-      : temperature_(temperature), options_(options) {
-    detail::check_positive_finite(kName, "temperature", temperature_);
-    options_.check();
-  }
+      : LossSettings<SupConParams>(SupConParams{temperature}, options, kName) {}
   /// tau.
-  double temperature() const { return temperature_; }
-  /// "contrastive::SupCon".
-  const char* name() const { return kName; }
+  double temperature() const { return params_.temperature; }
   /// SupCon has no per-anchor outputs (0).
   Eigen::Index anchors(Eigen::Index) const { return 0; }
 
-  using Overloads::value;
-  using Overloads::value_and_grad;
+ private:
+  static constexpr const char* kName = "contrastive::SupCon";
 
-  /// Loss value with a reused Workspace.
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
-               const Call& call = {}) const {
+  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
+                  const CallOptions<Scalar>& call) const {
     check_labels(za, zb, call);
-    const detail::SupConKernel<Scalar> k(temperature_, za.rows(), call.labels);
-    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, detail::buffers(ws), options_, za, zb, kName));
+    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels);
+    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, kName));
   }
 
-  /// Caller-owned outputs; `grad_temperature` may be null.  On an exception
-  /// nothing has been written.
   template <typename DA, typename DB, typename GA, typename GB>
-  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Scalar* grad_temperature, Workspace<Scalar>& ws, const Call& call = {}) const {
+  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
+                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
     check_labels(za, zb, call);
-    const detail::SupConKernel<Scalar> k(temperature_, za.rows(), call.labels);
-    const auto r = detail::Engine<Scalar>::evaluate_grad(k, detail::buffers(ws), options_, za, zb, grad_a, grad_b, kName);
-    if (grad_temperature) *grad_temperature = static_cast<Scalar>(detail::temperature_gradient(r.euler, temperature_));
+    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels);
+    const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, kName);
+    if (g[0]) *g[0] = static_cast<Scalar>(detail::temperature_gradient(r.euler, params_.temperature));
     return static_cast<Scalar>(r.value);
   }
 
-  /// The allocating overload's body (see detail::TwoViewOverloads).
   template <typename DA, typename DB>
-  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
-              Workspace<Scalar>& ws, const Call& call) const {
-    return value_and_grad(za, zb, out.grad_a, out.grad_b, &out.grad_temperature, ws, call);
-  }
-
- private:
-  static constexpr const char* kName = "contrastive::SupCon";
-  template <typename DA, typename DB>
-  static void check_labels(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Call& call) {
+  static void check_labels(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                           const CallOptions<Scalar>& call) {
     detail::check_call(kName, call, detail::Accepts{false, false, true});
     detail::check_views(kName, za, zb);
     if (!call.labels.given()) detail::fail(kName, "call.labels", "is required: one class label per row of 'za'");
@@ -163,8 +156,6 @@ class SupCon : public detail::TwoViewOverloads<SupCon<Scalar>, Scalar> {
                        std::to_string(za.rows()) + " rows");
   }
 
-  double temperature_;
-  EngineOptions options_;
 };
 
 }  // namespace contrastive

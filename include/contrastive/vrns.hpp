@@ -18,6 +18,7 @@
 #include "detail/additive_kernel.hpp"
 #include "detail/checks.hpp"
 #include "engine.hpp"
+#include "two_view_loss.hpp"
 
 namespace contrastive {
 
@@ -82,32 +83,24 @@ AdditiveKernel<S, PenaltyTerms<S>> make_vrns_kernel(const VRNSParams& p, double 
 
 }  // namespace detail
 
-/// The variance penalty on its own (formula above).  Calls: see
-/// detail::AdditiveLoss (value, value_and_grad with no scalar gradient,
-/// CallOptions::instance_ids).
+/// The variance penalty on its own (formula above).  Calls as TwoViewLoss with no scalar
+/// gradient: value_and_grad(za, zb, grad_a, grad_b, ws, call).  CallOptions:
+/// instance_ids.
 template <typename Scalar>
-class VRNS : public detail::AdditiveLoss<VRNS<Scalar>, Scalar> {
+class VRNS : public detail::AdditiveLoss<VRNS<Scalar>, Scalar, VRNSParams> {
+  friend class detail::AdditiveLoss<VRNS<Scalar>, Scalar, VRNSParams>;
+
  public:
   /// Validates `params` and `options`.
-  explicit VRNS(const VRNSParams& params, const EngineOptions& options = {}) : params_(params), options_(options) {
-    params_.check(name());
-    options_.check();
-  }
-  /// The penalty's parameters.
-  const VRNSParams& params() const { return params_; }
-  /// The engine options the loss runs with.
-  const EngineOptions& options() const { return options_; }
-  /// "contrastive::VRNS".
-  const char* name() const { return "contrastive::VRNS"; }
-  /// The engine kernel for a batch of n pairs with `negatives` negative pairs.
-  detail::AdditiveKernel<Scalar, detail::PenaltyTerms<Scalar>> kernel(Eigen::Index n, double negatives,
-                                                                      const Eigen::Index* ids) const {
-    return detail::make_vrns_kernel<Scalar>(params_, 1.0, n, negatives, ids, detail::TermSums::None);
-  }
+  explicit VRNS(const VRNSParams& params, const EngineOptions& options = {})
+      : detail::AdditiveLoss<VRNS<Scalar>, Scalar, VRNSParams>(params, options, "contrastive::VRNS") {}
 
  private:
-  VRNSParams params_;
-  EngineOptions options_;
+  // The engine kernel for a batch of n pairs with `negatives` negative pairs.
+  detail::AdditiveKernel<Scalar, detail::PenaltyTerms<Scalar>> kernel(Eigen::Index n, double negatives,
+                                                                      const Eigen::Index* ids) const {
+    return detail::make_vrns_kernel<Scalar>(this->params_, 1.0, n, negatives, ids, detail::TermSums::None);
+  }
 };
 
 }  // namespace contrastive

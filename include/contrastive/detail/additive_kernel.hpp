@@ -11,7 +11,7 @@
 #include "../api.hpp"
 #include "../engine.hpp"
 #include "checks.hpp"
-#include "overloads.hpp"
+#include "../two_view_loss.hpp"
 
 namespace contrastive {
 namespace detail {
@@ -179,57 +179,42 @@ class SumKernel {
   K2 k2_;
 };
 
-/// The calls of a loss that is one additive kernel with no scalar parameter
-/// to differentiate (spectral CL, the VRNS penalty):
-///
-///     value(za, zb, [ws,] call = {})
-///     value_and_grad(za, zb, grad_a, grad_b, ws, call = {})
-///     value_and_grad(za, zb, call = {}) -> Result
-///
-/// CallOptions: instance_ids (cross-view pairs of equal ids are not
-/// negatives).  Derived provides name() and kernel(n, negatives, ids).
-template <typename Derived, typename Scalar>
-class AdditiveLoss : public TwoViewOverloads<Derived, Scalar> {
-  using Overloads = TwoViewOverloads<Derived, Scalar>;
+/// The body of a loss that is one additive kernel with no scalar parameter
+/// to differentiate (spectral CL, the VRNS penalty): calls as TwoViewLoss
+/// with no scalar gradient; CallOptions: instance_ids (cross-view pairs of
+/// equal ids are not negatives).  Derived provides kernel(n, negatives, ids).
+template <typename Derived, typename Scalar, typename Params>
+class AdditiveLoss : public TwoViewLoss<Derived, Scalar>, public LossSettings<Params> {
+  friend class TwoViewLoss<Derived, Scalar>;
 
  public:
-  using Call = CallOptions<Scalar>;
-  using Overloads::value;
-  using Overloads::value_and_grad;
-
+  /// Validates `params` and `options`.
+  AdditiveLoss(const Params& params, const EngineOptions& options, const char* name)
+      : LossSettings<Params>(params, options, name) {}
+  /// No scalar gradient.
+  static constexpr int kScalarGradients = 0;
   /// These losses have no per-anchor outputs (0).
   Eigen::Index anchors(Eigen::Index) const { return 0; }
 
-  /// Loss value with a reused Workspace.
+ private:
   template <typename DA, typename DB>
-  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
-               const Call& call = {}) const {
-    const auto k = make(za, zb, call);
-    return static_cast<Scalar>(Engine<Scalar>::evaluate(k, buffers(ws), self().options(), za, zb, self().name()));
+  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Buffers<Scalar>& b,
+                  const CallOptions<Scalar>& call) const {
+    return static_cast<Scalar>(Engine<Scalar>::evaluate(make(za, zb, call), b, self().options(), za, zb, self().name()));
   }
 
-  /// Value and gradients into caller-owned outputs; nothing is written on an
-  /// exception.
   template <typename DA, typename DB, typename GA, typename GB>
-  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                        Workspace<Scalar>& ws, const Call& call = {}) const {
+  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const*,
+                       Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
     const auto k = make(za, zb, call);
     return static_cast<Scalar>(
-        Engine<Scalar>::evaluate_grad(k, buffers(ws), self().options(), za, zb, grad_a, grad_b, self().name()).value);
+        Engine<Scalar>::evaluate_grad(k, b, self().options(), za, zb, grad_a, grad_b, self().name()).value);
   }
 
-  /// The allocating overload's body (see TwoViewOverloads).
-  template <typename DA, typename DB>
-  Scalar fill(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Result<Scalar>& out,
-              Workspace<Scalar>& ws, const Call& call) const {
-    return value_and_grad(za, zb, out.grad_a, out.grad_b, ws, call);
-  }
-
- private:
   const Derived& self() const { return static_cast<const Derived&>(*this); }
   template <typename DA, typename DB>
-  auto make(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Call& call) const {
+  auto make(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const CallOptions<Scalar>& call) const {
     check_call(self().name(), call, Accepts{false, true, false});
     check_views(self().name(), za, zb);
     const double negatives = count_negatives(self().name(), za.rows(), call.instance_ids);

@@ -403,25 +403,11 @@ class Engine {
   /// value.
   template <typename Kernel>
   static double reduction_pass(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
-    const long ntiles = static_cast<long>(b.tiles.size());
     const S scale = kernel.logit_scale();
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
-#endif
-    {
-      make_eigen_serial();
-      ThreadSlot<S>& sl = b.slots[static_cast<std::size_t>(thread_id())];
-#ifdef _OPENMP
-#pragma omp for schedule(static, 1)
-#endif
-      for (long t = 0; t < ntiles; ++t) {
-        const Tile& tile = b.tiles[static_cast<std::size_t>(t)];
-        TileRef<S> X = p.cache ? TileRef<S>(b.cache[static_cast<std::size_t>(t)])
-                               : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
-        similarity_tile(kernel, b, tile, scale, X);
-        kernel.reduce(X, tile, sl);
-      }
-    }
+    for_each_tile(b, p, [&](const Tile& tile, TileRef<S>& X, ThreadSlot<S>& sl) {
+      similarity_tile(kernel, b, tile, scale, X);
+      kernel.reduce(X, tile, sl);
+    });
     const Eigen::Index n2 = b.w.rows();
     ThreadSlot<S>& s0 = b.slots[0];
     for (std::size_t t = 1; t < b.slots.size(); ++t)
@@ -439,30 +425,16 @@ class Engine {
   /// accumulators, merged into the first slot, plus the kernel's pair terms.
   template <typename Kernel>
   static void gradient_pass(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
-    const long ntiles = static_cast<long>(b.tiles.size());
     const S scale = kernel.logit_scale();
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
-#endif
-    {
-      make_eigen_serial();
-      ThreadSlot<S>& sl = b.slots[static_cast<std::size_t>(thread_id())];
-#ifdef _OPENMP
-#pragma omp for schedule(static, 1)
-#endif
-      for (long t = 0; t < ntiles; ++t) {
-        const Tile& tile = b.tiles[static_cast<std::size_t>(t)];
-        TileRef<S> X = p.cache ? TileRef<S>(b.cache[static_cast<std::size_t>(t)])
-                               : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
-        if (!p.cache) similarity_tile(kernel, b, tile, scale, X);
-        TileRef<S> H(sl.h.topLeftCorner(tile.nr, tile.nc));
-        if (!kernel.gradient(X, tile, b.stats, H, sl)) continue;
-        // A diagonal tile's H already holds G + G^T of the symmetric block.
-        sl.dw.middleRows(tile.r0, tile.nr).noalias() += H.matrix() * b.w.middleRows(tile.c0, tile.nc);
-        if (!tile.diagonal())
-          sl.dw.middleRows(tile.c0, tile.nc).noalias() += H.matrix().transpose() * b.w.middleRows(tile.r0, tile.nr);
-      }
-    }
+    for_each_tile(b, p, [&](const Tile& tile, TileRef<S>& X, ThreadSlot<S>& sl) {
+      if (!p.cache) similarity_tile(kernel, b, tile, scale, X);
+      TileRef<S> H(sl.h.topLeftCorner(tile.nr, tile.nc));
+      if (!kernel.gradient(X, tile, b.stats, H, sl)) return;
+      // A diagonal tile's H already holds G + G^T of the symmetric block.
+      sl.dw.middleRows(tile.r0, tile.nr).noalias() += H.matrix() * b.w.middleRows(tile.c0, tile.nc);
+      if (!tile.diagonal())
+        sl.dw.middleRows(tile.c0, tile.nc).noalias() += H.matrix().transpose() * b.w.middleRows(tile.r0, tile.nr);
+    });
     ThreadSlot<S>& s0 = b.slots[0];
     for (std::size_t t = 1; t < b.slots.size(); ++t) s0.dw += b.slots[t].dw;
     for (const auto& sl : b.slots) b.stats.sums.add(sl.sums);
@@ -506,6 +478,30 @@ class Engine {
   }
 
  private:
+  /// Calls f(tile, X, slot) for every tile of the plan on p.threads
+  /// threads (tiles dealt round-robin, Eigen serial inside); X is the cached
+  /// tile or the thread's scratch tile.
+  template <typename F>
+  static void for_each_tile(Buffers<S>& b, const Plan& p, F&& f) {
+    const long ntiles = static_cast<long>(b.tiles.size());
+#ifdef _OPENMP
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+#endif
+    {
+      make_eigen_serial();
+      ThreadSlot<S>& sl = b.slots[static_cast<std::size_t>(thread_id())];
+#ifdef _OPENMP
+#pragma omp for schedule(static, 1)
+#endif
+      for (long t = 0; t < ntiles; ++t) {
+        const Tile& tile = b.tiles[static_cast<std::size_t>(t)];
+        TileRef<S> X = p.cache ? TileRef<S>(b.cache[static_cast<std::size_t>(t)])
+                               : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+        f(tile, X, sl);
+      }
+    }
+  }
+
   template <typename Kernel>
   static void build_tiles(const Kernel& kernel, Buffers<S>& b, Eigen::Index n, Eigen::Index chunk) {
     b.tiles.clear();

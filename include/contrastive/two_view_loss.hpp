@@ -1,0 +1,145 @@
+// contrastive — the one interface of every two-view loss: the calling
+// convention of api.hpp written once.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <array>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "api.hpp"
+#include "detail/checks.hpp"
+#include "engine.hpp"
+
+namespace contrastive {
+
+/// What every configured loss carries: its parameters (validated by their
+/// check() on construction, naming the field), its engine options (also
+/// validated) and the name its errors start with.
+template <typename Params>
+class LossSettings {
+ public:
+  /// The loss's parameters.
+  const Params& params() const { return params_; }
+  /// The engine options the loss runs with.
+  const EngineOptions& options() const { return options_; }
+  /// The name errors start with ("contrastive::NTXent", ...).
+  const char* name() const { return name_; }
+
+ protected:
+  /// Validates `params` and `options` (std::invalid_argument naming the field).
+  LossSettings(const Params& params, const EngineOptions& options, const char* name)
+      : params_(params), options_(options), name_(name) {
+    params_.check(name_);
+    options_.check();
+  }
+  Params params_;          ///< validated parameters
+  EngineOptions options_;  ///< validated engine options
+  const char* name_;       ///< error prefix
+};
+
+/// The calls of every loss of two views za, zb (rows are samples; row i of
+/// both is instance i), written once for all of them:
+///
+///     value(za, zb, [ws,] call = {})
+///     value_and_grad(za, zb, grad_a, grad_b, scalar gradients..., ws, call = {})
+///     value_and_grad(za, zb, call = {})  -> Result
+///
+/// where "scalar gradients" are as many `Scalar*` (each may be null) as the
+/// loss has differentiable scalar parameters: none (Spectral, VRNS), one
+/// (dL/dtau: the InfoNCE family, SupCon, Combined, SampledNegatives) or two
+/// (SigLIP's dL/dt and dL/db).  Inputs are any dense Eigen expressions;
+/// outputs any writable dense Eigen objects of the inputs' shape.  On an
+/// exception nothing of the outputs has been written.  With a reused
+/// Workspace no loss reallocates its own buffers between calls of the same
+/// shape.
+///
+/// A loss derives from TwoViewLoss<Loss, Scalar> and provides name(),
+/// anchors(n), `static constexpr int kScalarGradients`, and (private, with
+/// TwoViewLoss as friend) evaluate(za, zb, buffers, call) and
+/// differentiate(za, zb, grad_a, grad_b, scalar_gradients, buffers, call).
+template <typename Derived, typename Scalar>
+class TwoViewLoss {
+ public:
+  /// The options of a call of this loss.
+  using Call = CallOptions<Scalar>;
+
+  /// Loss value only (one pass), with a workspace of its own.
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const Call& call = {}) const {
+    Workspace<Scalar> ws;
+    return value(za, zb, ws, call);
+  }
+
+  /// Loss value only (one pass) with a reused Workspace.
+  template <typename DA, typename DB>
+  Scalar value(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Workspace<Scalar>& ws,
+               const Call& call = {}) const {
+    return self().evaluate(za, zb, detail::buffers(ws), call);
+  }
+
+  /// Value and gradients of a loss without scalar parameters.
+  template <typename DA, typename DB, typename GA, typename GB, typename D = Derived,
+            std::enable_if_t<D::kScalarGradients == 0, int> = 0>
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                        Workspace<Scalar>& ws, const Call& call = {}) const {
+    return gradients(za, zb, grad_a, grad_b, {nullptr, nullptr}, ws, call);
+  }
+
+  /// The same for a loss with one scalar parameter: `grad_scalar` receives
+  /// its derivative (dL/dtau) unless it is null.
+  template <typename DA, typename DB, typename GA, typename GB, typename D = Derived,
+            std::enable_if_t<D::kScalarGradients == 1, int> = 0>
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* grad_scalar,
+                        Workspace<Scalar>& ws, const Call& call = {}) const {
+    return gradients(za, zb, grad_a, grad_b, {grad_scalar, nullptr}, ws, call);
+  }
+
+  /// The same for a loss with two (SigLIP: dL/dt into `grad_first`, dL/db
+  /// into `grad_second`; either may be null).
+  template <typename DA, typename DB, typename GA, typename GB, typename D = Derived,
+            std::enable_if_t<D::kScalarGradients == 2, int> = 0>
+  Scalar value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* grad_first,
+                        Scalar* grad_second, Workspace<Scalar>& ws, const Call& call = {}) const {
+    return gradients(za, zb, grad_a, grad_b, {grad_first, grad_second}, ws, call);
+  }
+
+  /// Value and every gradient, allocated (see Result).  The scalar gradient
+  /// is Result::grad_temperature (one parameter) or grad_logit_scale and
+  /// grad_logit_bias (SigLIP); Result::per_anchor holds the per-anchor
+  /// losses of losses that have anchors.
+  template <typename DA, typename DB>
+  Result<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                const Call& call = {}) const {
+    Workspace<Scalar> ws;
+    Result<Scalar> out;
+    detail::size_result(out, self().name(), za, zb);
+    Call c = call;
+    const Eigen::Index a = self().anchors(za.rows());
+    if (a > 0 && !call.per_anchor.given()) {
+      out.per_anchor.assign(static_cast<std::size_t>(a), Scalar(0));
+      c.per_anchor = out.per_anchor;
+    }
+    Scalar* g[2] = {Derived::kScalarGradients == 2 ? &out.grad_logit_scale : &out.grad_temperature,
+                    &out.grad_logit_bias};
+    out.value = self().differentiate(za, zb, out.grad_a, out.grad_b, g, detail::buffers(ws), c);
+    if (a > 0 && call.per_anchor.given()) out.per_anchor.assign(call.per_anchor.begin(), call.per_anchor.end());
+    return out;
+  }
+
+ private:
+  const Derived& self() const { return static_cast<const Derived&>(*this); }
+  template <typename DA, typename DB, typename GA, typename GB>
+  Scalar gradients(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                   const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                   std::array<Scalar*, 2> g, Workspace<Scalar>& ws, const Call& call) const {
+    return self().differentiate(za, zb, grad_a, grad_b, g.data(), detail::buffers(ws), call);
+  }
+};
+
+}  // namespace contrastive
