@@ -63,7 +63,7 @@ TEST_CASE("a reused workspace keeps its buffers and its results", "[engine]") {
   }
 }
 
-TEST_CASE("streaming keeps the workspace O((n + threads * tile) * d)", "[engine]") {
+TEST_CASE("streaming keeps the workspace O(n d + threads tile^2 + tiles)", "[engine]") {
   std::mt19937_64 rng(33);
   const Eigen::Index n = 600, d = 4;
   const MatD za = uneven_rows(n, d, rng), zb = uneven_rows(n, d, rng);
@@ -75,11 +75,18 @@ TEST_CASE("streaming keeps the workspace O((n + threads * tile) * d)", "[engine]
   MatD ga(n, d), gb(n, d);
   contrastive::NTXent<double>(0.5, o).value_and_grad(za, zb, ga, gb, nullptr, ws);
   CHECK(ws.last_call_streamed());
-  // W, dW, inverse norms, row states (2n each), two 32x32 tiles, and the
-  // tile list (3 view blocks of nb x nb tiles at most) with a clamp flag per row.
-  const std::size_t nb = (n + 31) / 32;
-  const std::size_t bound = sizeof(double) * static_cast<std::size_t>(2 * (2 * n * d) + 5 * 2 * n + 3 * 32 * 32 + 4 * 64) +
-                            sizeof(contrastive::detail::Tile) * 3 * nb * nb + 2 * n;
+  // The README's formula for a streamed call: W and dW (2n x d each), per
+  // row the inverse norm, a clamp flag, K = 2 statistics with their shift
+  // and 4 results; per thread one tile, 4 + 4K + 2 vectors of a tile edge;
+  // per tile its description, two block links and its pair sums; the rounds
+  // and the blocks' link offsets.
+  const auto N = static_cast<std::size_t>(n), D = static_cast<std::size_t>(d);
+  const std::size_t nb = (N + 31) / 32, chunk = 32, k = 2;
+  const std::size_t ntiles = 3 * nb * nb;  // at most: three view blocks of nb x nb tiles
+  const std::size_t bound =
+      sizeof(double) * (2 * (2 * N * D) + 2 * N * (1 + k + 1 + 4) + (chunk * chunk + (4 + 2 * k + 2) * chunk)) + 2 * N +
+      ntiles * (sizeof(contrastive::detail::Tile) + 2 * sizeof(std::uint64_t) + sizeof(contrastive::detail::PairSums)) +
+      sizeof(std::size_t) * (ntiles + 1 + 2 * nb + 1);
   CHECK(ws.bytes() <= bound);
 }
 

@@ -9,9 +9,7 @@
 // Instance ids (optional, one per row) remove the pairs of equal ids from the
 // negatives of the base and of every additive term.
 //
-// dL/dtau of a sum is that of its base: by Euler's identity,
-// sum_r w_r . dL/dw_r = 2 <dL/dK, K>, and the terms' own share of <dL/dK, K>
-// (PairSums::term_dot, summed over their pairs) is taken out.
+// dL/dtau of a sum is that of its base (the terms do not depend on tau).
 #pragma once
 
 #include <optional>
@@ -82,14 +80,13 @@ using TermKernel = std::variant<AdditiveKernel<S, SigmoidTerms<S>>, AdditiveKern
 
 /// A term's kernel (n pairs, `negatives` ordered cross-view negative pairs).
 template <typename S>
-TermKernel<S> make_term_kernel(const LossTerm& t, Eigen::Index n, double negatives, const Eigen::Index* ids,
-                               TermSums sums) {
+TermKernel<S> make_term_kernel(const LossTerm& t, Eigen::Index n, double negatives, const Eigen::Index* ids) {
   switch (t.kind) {
-    case LossTerm::Kind::SigLIP: return make_siglip_kernel<S>(t.siglip, t.weight, n, ids, sums);
-    case LossTerm::Kind::Spectral: return make_spectral_kernel<S>(t.spectral, t.weight, n, ids, sums);
+    case LossTerm::Kind::SigLIP: return make_siglip_kernel<S>(t.siglip, t.weight, n, ids, false);
+    case LossTerm::Kind::Spectral: return make_spectral_kernel<S>(t.spectral, t.weight, n, ids, false);
     case LossTerm::Kind::VRNS: break;
   }
-  return make_vrns_kernel<S>(t.vrns, t.weight, n, negatives, ids, sums);
+  return make_vrns_kernel<S>(t.vrns, t.weight, n, negatives, ids, false);
 }
 
 /// Several additive kernels on the same tiles, dispatched once per tile.
@@ -107,37 +104,53 @@ class MixedKernel {
     return false;
   }
   S logit_scale() const { return S(1); }  // standalone: tiles hold K itself
-  void prepare(TileRef<S>, const Tile&) const {}
+  int stat_count() const { return 0; }
+  bool online() const { return false; }
+  void begin(const RowMatrix<S>&, CallStats<S>&) const {}
 
-  void reduce(const TileRef<S>& X, const Tile& t, ThreadSlot<S>& sl) const {
+  void pass1(TileRef<S> X, const Tile& t, const CallStats<S>&, TileOut<S>& out, bool keep, ThreadSlot<S>& sl) const {
     for (const auto& k : terms_)
-      std::visit([&](const auto& term) { if (term.visits(t.view_r, t.view_c)) term.reduce(X, t, sl); }, k);
+      std::visit([&](const auto& term) { if (term.visits(t.view_r, t.view_c)) out.sums->value += term.tile_value(X, t, sl); }, k);
+    if (!keep || !visits(t.view_r, t.view_c)) return;
+    auto H = second_tile(sl, t);
+    tile_gradient(X, t, H, false, *out.sums, sl);
+    X = H;
   }
-  double finish(const RowMatrix<S>& W, const ColArray<S>& m, const ColArray<S>& s, CallStats<S>& stats) const {
+  double finish(const RowMatrix<S>& W, const RowStats<S>& st, CallStats<S>& cs) const {
     double v = 0;
-    for (const auto& k : terms_) v += std::visit([&](const auto& term) { return term.finish(W, m, s, stats); }, k);
+    for (const auto& k : terms_) v += std::visit([&](const auto& term) { return term.finish(W, st, cs); }, k);
     return v;
   }
-  void add_gradient(const TileRef<S>& X, const Tile& t, TileRef<S> H, ThreadSlot<S>& sl, bool accumulate) const {
+  /// H (+)= the terms' dL/dK of the raw tile X.
+  void tile_gradient(const TileRef<S>& X, const Tile& t, TileRef<S> H, bool accumulate, PairSums& sums,
+                     ThreadSlot<S>& sl) const {
     for (const auto& k : terms_)
       std::visit(
           [&](const auto& term) {
             if (!term.visits(t.view_r, t.view_c)) return;
-            term.add_gradient(X, t, H, sl, accumulate);
+            term.tile_gradient(X, t, H, accumulate, sums, sl);
             accumulate = true;
           },
           k);
   }
-  bool gradient(const TileRef<S>& X, const Tile& t, const CallStats<S>&, TileRef<S> H, ThreadSlot<S>& sl) const {
+  bool pass2(TileRef<S> P, const Tile& t, bool kept, const CallStats<S>&, PairSums& sums, ThreadSlot<S>& sl) const {
     if (!visits(t.view_r, t.view_c)) return false;
-    add_gradient(X, t, H, sl, false);
+    if (kept) return true;
+    auto H = second_tile(sl, t);
+    tile_gradient(P, t, H, false, sums, sl);
+    P = H;
     return true;
   }
-  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& stats, RowMatrix<S>& dW) const {
-    for (const auto& k : terms_) std::visit([&](const auto& term) { term.pair_terms(W, stats, dW); }, k);
+  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& cs, RowMatrix<S>& dW, Eigen::Index i0,
+                  Eigen::Index i1) const {
+    for (const auto& k : terms_) std::visit([&](const auto& term) { term.pair_terms(W, cs, dW, i0, i1); }, k);
   }
 
  private:
+  static TileRef<S> second_tile(ThreadSlot<S>& sl, const Tile& t) {
+    if (sl.h.rows() < t.nr || sl.h.cols() < t.nc) sl.h.resize(sl.chunk, sl.chunk);
+    return TileRef<S>(sl.h.topLeftCorner(t.nr, t.nc));
+  }
   std::vector<TermKernel<S>> terms_;
 };
 
@@ -166,6 +179,7 @@ class Combined : public TwoViewLoss<Combined<Scalar>, Scalar> {
   explicit Combined(std::vector<LossTerm> terms, const EngineOptions& options = {},
                     const char* name = "contrastive::Combined")
       : terms_(std::move(terms)), options_(options), name_(name) {
+    if (terms_.empty()) detail::fail(name_, "terms", "is empty and there is no base loss: the sum has nothing to compute");
     for (const auto& t : terms_) t.check(name_);
     options_.check();
   }
@@ -183,7 +197,7 @@ class Combined : public TwoViewLoss<Combined<Scalar>, Scalar> {
   template <typename DA, typename DB>
   Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
                   const CallOptions<Scalar>& call) const {
-    return with_kernel(za, zb, call, [&](const auto& k) {
+    return with_kernel(za, zb, call, false, [&](const auto& k) {
       return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, name_));
     });
   }
@@ -192,13 +206,10 @@ class Combined : public TwoViewLoss<Combined<Scalar>, Scalar> {
   Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
                        detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
-    return with_kernel(za, zb, call, [&](const auto& k) {
-      const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
-      if (g[0])
-        *g[0] = base_ ? static_cast<Scalar>(detail::temperature_gradient(r.euler, base_->params().temperature,
-                                                                         b.stats.sums.term_dot))
-                      : Scalar(0);
-      return static_cast<Scalar>(r.value);
+    return with_kernel(za, zb, call, g[0] != nullptr, [&](const auto& k) {
+      const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
+      if (g[0]) *g[0] = base_ ? static_cast<Scalar>(b.cs.dtau) : Scalar(0);
+      return static_cast<Scalar>(v);
     });
   }
 
@@ -206,22 +217,21 @@ class Combined : public TwoViewLoss<Combined<Scalar>, Scalar> {
   // untouched) and calls f with the engine kernel for this batch.
   template <typename DA, typename DB, typename F>
   Scalar with_kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                     const CallOptions<Scalar>& call, F&& f) const {
+                     const CallOptions<Scalar>& call, bool want_dtau, F&& f) const {
     detail::check_call(name_, call, detail::Accepts{false, true, false});
     detail::check_views(name_, za, zb);
     const Eigen::Index n = za.rows();
     const double negatives = detail::count_negatives(name_, n, call.instance_ids);
     const Eigen::Index* ids = call.instance_ids.given() ? call.instance_ids.data() : nullptr;
     std::vector<detail::TermKernel<Scalar>> kernels;
-    for (const auto& t : terms_)
-      kernels.push_back(detail::make_term_kernel<Scalar>(t, n, negatives, ids, detail::TermSums::DerivativeDot));
+    for (const auto& t : terms_) kernels.push_back(detail::make_term_kernel<Scalar>(t, n, negatives, ids));
     detail::MixedKernel<Scalar> mixed(std::move(kernels));
     if (!base_) {
       mixed.share_tiles_with_scale(Scalar(1));
       return f(mixed);
     }
-    const detail::InfoNCEKernel<Scalar> k1(base_->params(), n, ids);
-    const detail::SumKernel<Scalar, detail::InfoNCEKernel<Scalar>, detail::MixedKernel<Scalar>> k(k1, mixed);
+    const detail::InfoNCEKernel<Scalar> k1(base_->params(), n, ids, nullptr, nullptr, want_dtau);
+    const detail::SumKernel<Scalar, detail::InfoNCEKernel<Scalar>, detail::MixedKernel<Scalar>> k(k1, std::move(mixed));
     return f(k);
   }
 

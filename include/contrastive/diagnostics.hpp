@@ -73,7 +73,8 @@ namespace theory {
 
 /// Negative similarity of the regular simplex of n points: -1/(n-1).
 inline double simplex_similarity(double n) {
-  if (!(n >= 2)) detail::fail("contrastive::theory::simplex_similarity", "n", "must be >= 2 " + detail::got(n));
+  if (!(n >= 2 && std::isfinite(n)))
+    detail::fail("contrastive::theory::simplex_similarity", "n", "must be finite and >= 2 " + detail::got(n));
   return -1.0 / (n - 1.0);
 }
 
@@ -121,8 +122,8 @@ struct VarianceBounds {
 /// The bounds of Thm 5.5 for n samples in batches of m (2 <= m <= n).
 inline VarianceBounds minibatch_variance_bounds(double n, double m) {
   const char* where = "contrastive::theory::minibatch_variance_bounds";
-  if (!(m >= 2)) detail::fail(where, "m", "must be >= 2 " + detail::got(m));
-  if (!(n >= m)) detail::fail(where, "n", "must be >= m " + detail::got(n));
+  if (!(m >= 2 && std::isfinite(m))) detail::fail(where, "m", "must be finite and >= 2 " + detail::got(m));
+  if (!(n >= m && std::isfinite(n))) detail::fail(where, "n", "must be finite and >= m " + detail::got(n));
   const double base = (n - m) / ((m - 1.0) * (n - 1.0) * (n - 1.0));
   return {base, n * base};
 }
@@ -139,6 +140,10 @@ struct AdditiveTerms {
 /// SigLIP's terms for n pairs, with open_clip's bias b (logits t s + b):
 /// phi(x) = -softplus(-(t x + b)), psi(x) = (n-1) softplus(t x + b).
 inline AdditiveTerms siglip_terms(double n, double logit_scale, double logit_bias) {
+  const char* where = "contrastive::theory::siglip_terms";
+  if (!(n >= 2 && std::isfinite(n))) detail::fail(where, "n", "must be finite and >= 2 " + detail::got(n));
+  detail::check_positive_finite(where, "logit_scale", logit_scale);
+  if (!std::isfinite(logit_bias)) detail::fail(where, "logit_bias", "must be finite " + detail::got(logit_bias));
   using detail::sigmoid;
   using detail::softplus;
   const double t = logit_scale, b = logit_bias;
@@ -150,6 +155,8 @@ inline AdditiveTerms siglip_terms(double n, double logit_scale, double logit_bia
 /// Thm 5.3: with (c1, c2) = (1, 0) and d >= n, excessive separation happens
 /// iff phi'(1) < (n-2)/(2(n-1)) psi'(-1/(n-1)).
 inline bool excessive_separation(const AdditiveTerms& terms, double n) {
+  if (!(terms.phi && terms.dphi && terms.psi && terms.dpsi))
+    detail::fail("contrastive::theory::excessive_separation", "terms", "must give all four of phi, dphi, psi, dpsi");
   return terms.dphi(1.0) < (n - 2.0) / (2.0 * (n - 1.0)) * terms.dpsi(simplex_similarity(n));
 }
 

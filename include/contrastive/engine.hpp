@@ -6,9 +6,9 @@
 //
 //   1. normalisation   w_r = z_r / max(||z_r||, 1e-12)   (torch's F.normalize)
 //   2. similarity tiles K_IJ = W_I W_J^T / tau of the stacked W = [U; V]
-//   3. per-row online log-sum-exp reductions over the tiles (first pass)
+//   3. per-row reductions over the tiles (pass 1), merged per row block
 //   4. the tile gradient H_IJ = dL/dK_IJ from the loss kernel, pushed back
-//      with two GEMMs: dW_I += H_IJ W_J, dW_J += H_IJ^T W_I (second pass)
+//      with two GEMMs: dW_I += H_IJ W_J, dW_J += H_IJ^T W_I (pass 2)
 //   5. back through the normalisation: dz = (dw - w (w . dw)) / ||z||
 //
 // A loss kernel only says what a tile means (step 3 and 4's H); tiling,
@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include <Eigen/Core>
@@ -32,15 +33,17 @@ struct EngineOptions {
   /// the reduction pass and the gradient pass.  When the tiles a loss needs
   /// fit, they are computed once ("materialised"); otherwise they are
   /// recomputed in the gradient pass ("streaming") and memory stays
-  /// O((n + threads * tile_size) * d) whatever n is.  Default: 256 MiB.
+  /// O(n d + threads tile_size^2) whatever n is.  Default: 256 MiB.
   std::size_t memory_budget_bytes = std::size_t(256) << 20;
-  /// Largest edge (rows = columns) of the square similarity tiles.  Default
-  /// 256.  Batches of 128 to 2 * tile_size pairs use two chunks per view.
+  /// Largest edge (rows = columns) of the square similarity tiles, 1 to
+  /// kMaxTileSize.  Default 256.  Batches of 128 to 2 * tile_size pairs use
+  /// two chunks per view; no tile edge ever exceeds tile_size.
   Eigen::Index tile_size = 256;
   /// Threads for the tile loop; 0 means OpenMP's default
   /// (omp_get_max_threads()).  Without OpenMP the engine is serial.  Eigen's
   /// own GEMM threads are switched off inside the tile loop, so the two never
-  /// oversubscribe the cores.
+  /// oversubscribe the cores.  Results are bitwise the same for every thread
+  /// count.
   int num_threads = 0;
   /// Below this many multiply-adds in the similarity tiles (n_tiles * tile^2
   /// * d) a call runs on one thread: waking threads costs more than it saves
@@ -48,14 +51,19 @@ struct EngineOptions {
   /// parallel region slow down the caller's own serial work.  Default 2^22.
   double parallel_threshold = 4194304.0;
 
+  /// The largest tile_size accepted (a tile of doubles is then 2 GiB).
+  static constexpr Eigen::Index kMaxTileSize = Eigen::Index(1) << 14;
+
   /// Throws std::invalid_argument naming the offending field.
   void check() const {
     const char* where = "contrastive::EngineOptions";
-    if (tile_size < 1) detail::fail_field(where, "tile_size", "must be >= 1 " + detail::got(tile_size));
+    if (tile_size < 1 || tile_size > kMaxTileSize)
+      detail::fail_field(where, "tile_size",
+                         "must be in [1, " + std::to_string(kMaxTileSize) + "] " + detail::got(tile_size));
     if (!(parallel_threshold >= 0))
       detail::fail_field(where, "parallel_threshold", "must be >= 0 " + detail::got(parallel_threshold));
-    if (num_threads < 0)
-      detail::fail_field(where, "num_threads", "must be >= 0 (0 = OpenMP default) " + detail::got(num_threads));
+    if (num_threads < 0 || num_threads > 4096)
+      detail::fail_field(where, "num_threads", "must be in [0, 4096] (0 = OpenMP default) " + detail::got(num_threads));
   }
 };
 
@@ -72,23 +80,26 @@ using ColArray = Eigen::Array<S, Eigen::Dynamic, 1>;
 /// columns [c0, c0+nc) of W, lying inside one view block (view_r, view_c in
 /// {0 = first view, 1 = second view}).  `same_chunk` says the tile's diagonal
 /// holds the pairs (i, i) of one instance: self-similarities inside a view
-/// block, positive pairs in the cross-view block.
+/// block, positive pairs in the cross-view block.  rb and cb number the row
+/// blocks of W the tile's rows and columns belong to; `slot` is where its
+/// pass-1 statistics are kept (materialised calls).
 struct Tile {
-  Eigen::Index r0, nr, c0, nc;
-  int view_r, view_c;
-  bool same_chunk;
+  Eigen::Index r0 = 0, nr = 0, c0 = 0, nc = 0;
+  int view_r = 0, view_c = 0;
+  bool same_chunk = false;
+  Eigen::Index rb = 0, cb = 0;
+  Eigen::Index slot = 0;
   bool diagonal() const { return same_chunk && view_r == view_c; }
 };
 
-/// Scalar sums a kernel accumulates over the pairs it owns (per thread in the
-/// passes, then in the call's totals).
+/// Scalar sums a kernel accumulates over the pairs of a tile (kept per tile
+/// and added in tile order, so totals do not depend on the thread count).
 struct PairSums {
-  /// Additive value terms (pass 1).
+  /// Additive value terms.
   double value = 0;
   /// sum over pairs of w * dterm/dx: SigLIP's dL/db.
   double term_derivative = 0;
-  /// sum over pairs of w * dterm/dx * x: the additive terms' <dL/dK, K>,
-  /// taken out of Euler's sum for a base loss's dL/dtau.
+  /// sum over pairs of w * dterm/dx * x: SigLIP's t dL/dt.
   double term_dot = 0;
   void add(const PairSums& o) {
     value += o.value;
@@ -97,58 +108,91 @@ struct PairSums {
   }
 };
 
-/// The named statistics of one engine call, written by the kernel's finish()
-/// (after the reduction pass) and read by its gradient() and pair_terms().
+/// What a kernel's pass 1 leaves for one tile: up to K sums per row and per
+/// column of the tile (columns only when they are anchors too), relative to
+/// a shift (the kernel's fixed shift, or per row / column in `rows_m` /
+/// `cols_m` for kernels with online shifts), and its pair sums.
 template <typename S>
-struct CallStats {
-  /// Per row r of W: log-sum-exp over all of the anchor's terms (positive
-  /// included when it is in the denominator), and over its negatives only.
-  ColArray<S> lse, lse_neg;
-  /// Totals of the slots' PairSums plus the kernel's own positive pairs.
+struct TileStats {
+  TileArray<S> rows, cols;     // nr x K, nc x K
+  ColArray<S> rows_m, cols_m;  // online shifts (empty for fixed-shift kernels)
+  bool has_rows = false, has_cols = false;
   PairSums sums;
 };
 
-/// Per-thread scratch: tile buffers, a private gradient accumulator and a
-/// private copy of the row reductions (merged after the parallel loop).
+/// Per-row statistics merged over all tiles: s (2n x K) relative to a shift,
+/// the kernel's fixed one or m (online).
+template <typename S>
+struct RowStats {
+  ColArray<S> m;
+  TileArray<S> s;
+};
+
+/// The named results of one call, filled by the kernel's begin() (before
+/// pass 1) and finish() (after it) and read by its pass 2, its pair terms
+/// and the loss.
+template <typename S>
+struct CallStats {
+  ColArray<S> pos;      ///< logit of every row's positive pair
+  ColArray<S> lse;      ///< log-sum-exp of each anchor's denominator
+  ColArray<S> lse_neg;  ///< the same over its negatives only
+  ColArray<S> alpha;    ///< per-row coefficient of the gradient tile (0: not an anchor)
+  S shift = 0;          ///< the fixed shift of the exponentials (fixed-shift kernels)
+  bool online = false;  ///< shifts are per row (stats.m) instead of `shift`
+  double dtau = 0;      ///< dL/dtau (kernels with a temperature, gradient calls)
+  PairSums sums;        ///< the pair sums of both passes, totalled in tile order
+};
+
+/// Per-thread scratch: a tile, a second tile for sums of kernels, vectors,
+/// and one tile's statistics (streamed calls).
 template <typename S>
 struct ThreadSlot {
-  TileArray<S> x, h;
-  ColArray<S> vr;  // per-tile row vectors (running max and sums)
-  RowMatrix<S> dw;
-  ColArray<S> m, s;  // online log-sum-exp state: sum = s * exp(m)
-  PairSums sums;     // this thread's pair sums
+  TileArray<S> x, h;  // h: allocated (chunk x chunk) by the kernels that need a second tile
+  ColArray<S> v;      // per-tile vectors, 4 chunk
+  TileStats<S> ts;
+  Eigen::Index chunk = 0;  // the call's tile edge
 };
 
 /// Everything a Workspace holds; the engine and the losses reach it through
 /// buffers(ws).
 template <typename S>
 struct Buffers {
-  RowMatrix<S> w;                     // 2n x d, normalised rows [U; V] (or [Q; P])
-  ColArray<S> inv_norm;               // 1 / max(||z_r||, eps)
+  RowMatrix<S> w;                      // 2n x d, normalised rows [U; V] (or [Q; P])
+  RowMatrix<S> dw;                     // dL/dW after a gradient call
+  ColArray<S> inv_norm;                // 1 / max(||z_r||, eps)
   std::vector<unsigned char> clamped;  // 1 where the norm was clamped
-  std::vector<Tile> tiles;
-  std::vector<TileArray<S>> cache;
-  std::vector<ThreadSlot<S>> slots;  // slots[0].dw: dL/dW after a gradient call
-  CallStats<S> stats;
+  std::vector<Tile> tiles;             // in the order of the streamed rounds
+  std::vector<std::size_t> rounds;     // tiles[rounds[k] .. rounds[k+1]) share no row block
+  std::vector<std::size_t> touch_off;  // per row block: its entries in `touch`
+  std::vector<std::uint64_t> touch;    // (tile << 1 | as_column) of every tile touching a block
+  std::vector<TileArray<S>> cache;     // materialised tiles (pass 2 reads them)
+  TileStats<S> tile_stats;             // materialised calls: every tile's statistics, stacked
+  std::vector<PairSums> tile_sums;     // per tile, both passes
+  std::vector<ThreadSlot<S>> slots;
+  RowStats<S> stats;
+  CallStats<S> cs;
   ColArray<S> coef;       // per-anchor coefficients a_r of the call
   std::vector<S> losses;  // per-anchor losses l_r of the call
   RowMatrix<S> keys, dkeys;            // explicit negative keys, normalised, and dL/dkeys
   ColArray<S> keys_inv_norm, scratch;  // their norms; a row of exps
   std::vector<unsigned char> keys_clamped;
-  RowMatrix<S> logits;                       // a block of query-key logits
-  std::vector<Eigen::Index> cand, drawn;     // sampled negatives: candidates, draws
-  MovedPositions moved;                      // sampled negatives: sparse shuffle
+  RowMatrix<S> logits;                    // a block of query-key logits
+  std::vector<Eigen::Index> cand, drawn;  // sampled negatives: candidates, draws
+  MovedPositions moved;                   // sampled negatives: sparse shuffle
   bool streamed = false;
   int threads = 1;
 
   std::size_t bytes() const {
     const auto sz = [](const auto& a) { return sizeof(S) * static_cast<std::size_t>(a.size()); };
-    std::size_t b = sz(w) + sz(inv_norm) + clamped.size() + sz(stats.lse) + sz(stats.lse_neg) + sz(coef) +
-                    sizeof(S) * losses.size() + sz(keys) + sz(dkeys) + sz(keys_inv_norm) + sz(scratch) +
-                    keys_clamped.size() + sizeof(Tile) * tiles.size() + sz(logits) +
+    const auto ts_bytes = [&](const TileStats<S>& t) { return sz(t.rows) + sz(t.cols) + sz(t.rows_m) + sz(t.cols_m); };
+    std::size_t b = sz(w) + sz(dw) + sz(inv_norm) + clamped.size() + sz(stats.m) + sz(stats.s) + sz(cs.pos) +
+                    sz(cs.lse) + sz(cs.lse_neg) + sz(cs.alpha) + sz(coef) + sizeof(S) * losses.size() + sz(keys) +
+                    sz(dkeys) + sz(keys_inv_norm) + sz(scratch) + keys_clamped.size() + sizeof(Tile) * tiles.size() +
+                    sizeof(std::size_t) * (rounds.size() + touch_off.size()) + sizeof(std::uint64_t) * touch.size() +
+                    sizeof(PairSums) * tile_sums.size() + ts_bytes(tile_stats) + sz(logits) +
                     sizeof(Eigen::Index) * (cand.capacity() + drawn.capacity());
     for (const auto& t : cache) b += sz(t);
-    for (const auto& sl : slots) b += sz(sl.x) + sz(sl.h) + sz(sl.vr) + sz(sl.dw) + sz(sl.m) + sz(sl.s);
+    for (const auto& sl : slots) b += sz(sl.x) + sz(sl.h) + sz(sl.v) + ts_bytes(sl.ts);
     return b;
   }
 };

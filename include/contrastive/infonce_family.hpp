@@ -48,11 +48,12 @@ enum class Direction { OneWay, Symmetric };
 /// NT-Xent at temperature 0.5; check() throws std::invalid_argument naming
 /// the field.
 struct InfoNCEFamilyParams {
-  /// tau > 0: logits are cosine similarities divided by tau.
+  /// tau > 0: logits are cosine similarities divided by tau; a loss takes
+  /// tau in [1e-3, 1e4] (float) or [1e-6, 1e4] (double).
   double temperature = 0.5;
-  /// c1 >= 0: weight of cross-view negatives (u_i, v_j), j != i.
+  /// c1: weight of cross-view negatives (u_i, v_j), j != i; 0 or in [1e-6, 1e6].
   double cross_weight = 1.0;
-  /// c2 >= 0: weight of within-view negatives (u_i, u_j), j != i.
+  /// c2: weight of within-view negatives (u_i, u_j), j != i; 0 or in [1e-6, 1e6].
   double within_weight = 1.0;
   /// true: log(1 + x) form (positive in the denominator); false: decoupled log(x).
   bool positive_in_denominator = true;
@@ -72,28 +73,58 @@ struct InfoNCEFamilyParams {
 
 namespace detail {
 
+/// Exponent range a fixed shift may span in S with every exponential of a
+/// sum a normal number (and room below it for the weights): e^-64 in float,
+/// e^-600 in double.
+template <typename S>
+constexpr double fixed_shift_range() {
+  return std::numeric_limits<S>::max_exponent >= 1024 ? 600.0 : 64.0;
+}
+
 /// The family's tile kernel (step 3 of the engine).
+///
+/// Logits x = s / tau lie in [-1/tau, 1/tau], so when 2/tau (plus the log of
+/// the smallest weight) fits fixed_shift_range<S>(), every exponential is
+/// taken once against the fixed shift sigma = 1/tau: pass 1 computes
+/// E = e^{x - sigma} (one exp per element, masked entries 0) and the row and
+/// column sums from the same E; the tile is cached as E, and pass 2 forms
+/// H_ij = c E_ij (alpha_i + alpha_j), alpha_r = a_r/tau e^{sigma - lse_r},
+/// without a single exp.  Otherwise (float at tau < 1/32) each row and
+/// column keeps its own running max (online log-sum-exp) and pass 2 takes
+/// one exp per anchor direction.
+///
+/// dL/dtau = -(1/tau) sum_r a_r sum_j p_rj (x_rj - x_r,pos): the sums
+/// T_r = sum_j c E_rj (x_rj - x_r,pos) are taken in pass 1 beside the
+/// row sums, centred on the anchor's positive logit, so a near-collapsed
+/// batch (all x within 1e-2 of each other) keeps its dL/dtau to float
+/// precision instead of cancelling sum_j p_rj x_rj against x_r,pos.
 template <typename S>
 class InfoNCEKernel {
  public:
   /// `coef` (optional): per-anchor coefficients a_r (anchor_coefficients);
-  /// `losses` (optional): receives l_r of every anchor in finish().
+  /// `losses` (optional): receives l_r of every anchor in finish();
+  /// `want_dtau`: compute dL/dtau (CallStats::dtau).
   InfoNCEKernel(const InfoNCEFamilyParams& p, Eigen::Index n, const Eigen::Index* ids = nullptr,
-                const ColArray<S>* coef = nullptr, S* losses = nullptr)
+                const ColArray<S>* coef = nullptr, S* losses = nullptr, bool want_dtau = false)
       : n_(n),
         ids_(ids),
         coef_(coef),
         losses_(losses),
+        tau_(p.temperature),
         inv_tau_(static_cast<S>(1.0 / p.temperature)),
-        log_c1_(log_weight<S>(p.cross_weight)),
-        log_c2_(log_weight<S>(p.within_weight)),
+        w_{static_cast<S>(p.cross_weight), static_cast<S>(p.within_weight)},
         c1_(p.cross_weight > 0.0),
         c2_(p.within_weight > 0.0),
         pos_(p.positive_in_denominator),
-        sym_(p.direction == Direction::Symmetric) {
+        sym_(p.direction == Direction::Symmetric),
+        dtau_(want_dtau) {
     const double anchors = sym_ ? 2.0 * static_cast<double>(n) : static_cast<double>(n);
     a_[0] = 1.0 / anchors;
     a_[1] = sym_ ? a_[0] : 0.0;
+    double smallest = 1.0;
+    if (c1_) smallest = std::min(smallest, p.cross_weight);
+    if (c2_) smallest = std::min(smallest, p.within_weight);
+    fast_ = 2.0 / p.temperature - std::log(smallest) <= fixed_shift_range<S>();
   }
 
   bool visits(int vr, int vc) const {
@@ -101,111 +132,188 @@ class InfoNCEKernel {
     return c2_ && is_anchor(vr);
   }
   S logit_scale() const { return inv_tau_; }
+  int stat_count() const { return 2; }  // sum of exponentials, centred sum for dL/dtau
+  bool online() const { return !fast_; }
 
-  void prepare(TileRef<S> X, const Tile& t) const {
-    // Self-similarities are never terms; positives are added per pair (O(n d));
-    // with instance ids, no pair of equal ids is a negative.
-    const S ninf = -std::numeric_limits<S>::infinity();
-    if (ids_) {
-      for (Eigen::Index j = 0; j < t.nc; ++j) mask_equal_ids(X.col(j), ids_, n_, t, j, ninf);
-    } else if (t.same_chunk) {
-      X.matrix().diagonal().setConstant(ninf);
-    }
-  }
-
-  void reduce(const TileRef<S>& X, const Tile& t, ThreadSlot<S>& sl) const {
-    const S lw = block_log_weight(t);
-    if (is_anchor(t.view_r)) reduce_rows<S>(X, lw, sl.m, sl.s, t.r0, sl.vr);
-    if (is_anchor(t.view_c) && !t.diagonal()) reduce_cols<S>(X, lw, sl.m, sl.s, t.c0);
-  }
-
-  /// Turns the negatives' (m, s) into stats.lse (over all terms) and
-  /// stats.lse_neg (over the negatives only) and returns the loss.  The positive enters in closed
-  /// form, l_r = softplus(lse_neg - s_rr/tau) (or lse_neg - s_rr/tau when
-  /// decoupled), so a well-separated anchor keeps its tiny loss and gradient
-  /// to full relative precision instead of cancelling 1 - p to zero.
-  double finish(const RowMatrix<S>& W, const ColArray<S>& m, const ColArray<S>& s, CallStats<S>& stats) const {
+  void begin(const RowMatrix<S>& W, CallStats<S>& cs) const {
     const Eigen::Index n2 = W.rows();
-    stats.lse.setZero(n2);
-    stats.lse_neg.setZero(n2);
-    double value = 0.0;
-    for (Eigen::Index r = 0; r < n2; ++r) {
-      const int view = r < n_ ? 0 : 1;
-      if (!is_anchor(view)) continue;
-      const S sp = inv_tau_ * W.row(r).dot(W.row(partner(r)));
-      const S neg = m[r] + std::log(s[r]);
-      stats.lse_neg[r] = neg;
-      const S term = pos_ ? softplus(neg - sp) : neg - sp;
-      stats.lse[r] = sp + term;
-      if (losses_) losses_[r] = term;
-      value += anchor_coef(r) * static_cast<double>(term);
+    cs.pos.resize(n2);
+    for (Eigen::Index r = 0; r < n2; ++r) cs.pos[r] = inv_tau_ * W.row(r).dot(W.row(partner(r)));
+    cs.shift = inv_tau_;
+    cs.lse.setZero(n2);
+    cs.lse_neg.setZero(n2);
+    cs.alpha.setZero(n2);
+  }
+
+  void pass1(TileRef<S> X, const Tile& t, const CallStats<S>& cs, TileOut<S>& out, bool keep,
+             ThreadSlot<S>& sl) const {
+    const bool rows = is_anchor(t.view_r), cols = is_anchor(t.view_c) && !t.diagonal();
+    out.has_rows = rows;
+    out.has_cols = cols;
+    if (rows) out.rows.setZero();
+    if (cols) out.cols.setZero();
+    const auto xp = cs.pos.segment(t.r0, t.nr);
+    if (fast_) {
+      auto rs = out.rows.col(0);
+      auto rt = out.rows.col(1);
+      auto e = sl.v.head(t.nr);
+      for (Eigen::Index j = 0; j < t.nc; ++j) {
+        auto x = X.col(j);
+        e = (x - inv_tau_).exp();
+        mask_pairs(e, ids_, n_, t, j, S(0));
+        if (rows) {
+          rs += e;
+          if (dtau_) rt += e * (x - xp);
+        }
+        if (cols) {
+          out.cols(j, 0) = e.sum();
+          if (dtau_) out.cols(j, 1) = (e * (x - cs.pos[t.c0 + j])).sum();
+        }
+        if (keep) x = e;
+      }
+    } else {
+      const S ninf = -std::numeric_limits<S>::infinity();
+      for (Eigen::Index j = 0; j < t.nc; ++j) mask_pairs(X.col(j), ids_, n_, t, j, ninf);
+      auto e = sl.v.segment(t.nr, t.nr);
+      auto dx = sl.v.segment(2 * t.nr, t.nr);
+      if (rows) {
+        auto mx = sl.v.head(t.nr);
+        mx = X.col(0);
+        for (Eigen::Index j = 1; j < t.nc; ++j) mx = mx.max(X.col(j));
+        mx = (mx == ninf).select(S(0), mx);  // a fully masked row
+        auto rs = out.rows.col(0);
+        auto rt = out.rows.col(1);
+        for (Eigen::Index j = 0; j < t.nc; ++j) {
+          e = (X.col(j) - mx).exp();
+          mask_pairs(e, ids_, n_, t, j, S(0));  // Eigen's exp(-inf) is a subnormal, not 0
+          rs += e;
+          if (dtau_) {
+            dx = X.col(j) - xp;
+            mask_pairs(dx, ids_, n_, t, j, S(0));
+            rt += e * dx;
+          }
+        }
+        Eigen::Map<ColArray<S>>(out.rows_m, t.nr) = mx;
+      }
+      if (cols) {
+        for (Eigen::Index j = 0; j < t.nc; ++j) {
+          const S mj = X.col(j).maxCoeff();
+          out.cols_m[j] = mj == ninf ? S(0) : mj;
+          if (mj == ninf) continue;  // a fully masked column
+          e = (X.col(j) - mj).exp();
+          mask_pairs(e, ids_, n_, t, j, S(0));
+          out.cols(j, 0) = e.sum();
+          if (dtau_) {
+            dx = X.col(j) - cs.pos[t.c0 + j];
+            mask_pairs(dx, ids_, n_, t, j, S(0));
+            out.cols(j, 1) = (e * dx).sum();
+          }
+        }
+      }
     }
+    const S c = block_weight(t);
+    if (c != S(1)) {
+      if (rows) out.rows *= c;
+      if (cols) out.cols *= c;
+    }
+  }
+
+  /// Per anchor: lse_neg = shift + log S (the negatives' weighted sum), the
+  /// loss l_r = softplus(lse_neg - x_pos) (or lse_neg - x_pos when
+  /// decoupled) with the positive in closed form, so a well-separated
+  /// anchor keeps its tiny loss and gradient to full relative precision
+  /// instead of cancelling 1 - p to zero; alpha_r; dL/dtau.
+  double finish(const RowMatrix<S>& W, const RowStats<S>& st, CallStats<S>& cs) const {
+    const Eigen::Index n2 = W.rows();
+    double value = 0.0, dtau = 0.0;
+    for (Eigen::Index r = 0; r < n2; ++r) {
+      if (!is_anchor(r < n_ ? 0 : 1)) continue;
+      const S shift = fast_ ? inv_tau_ : st.m[r];
+      const S sneg = st.s(r, 0);
+      const S neg = sneg > S(0) ? shift + std::log(sneg) : -std::numeric_limits<S>::infinity();
+      const S xp = cs.pos[r];
+      const S term = pos_ ? softplus(neg - xp) : neg - xp;
+      const S lse = pos_ ? xp + term : neg;
+      cs.lse[r] = lse;
+      cs.lse_neg[r] = neg;
+      if (losses_) losses_[r] = term;
+      const double a = anchor_coef(r);
+      value += a * static_cast<double>(term);
+      cs.alpha[r] = static_cast<S>(a) * inv_tau_ * (fast_ ? std::exp(shift - lse) : S(1));
+      if (dtau_ && sneg > S(0))
+        dtau -= a / tau_ * std::exp(static_cast<double>(shift) - static_cast<double>(lse)) *
+                static_cast<double>(st.s(r, 1));
+    }
+    cs.dtau = dtau;
     return value;
   }
 
-  bool gradient(const TileRef<S>& X, const Tile& t, const CallStats<S>& stats, TileRef<S> H, ThreadSlot<S>& sl) const {
-    const ColArray<S>& lse = stats.lse;
-    const S lw = block_log_weight(t);
-    const bool rows = is_anchor(t.view_r), cols = is_anchor(t.view_c) && !t.diagonal();
-    if (!rows && !cols) return false;
-    // Column by column: contiguous, vectorised exp (see reduce_rows).
-    auto li = sl.vr.head(t.nr);
-    li = lse.segment(t.r0, t.nr) - lw;
-    // Anchor coefficients a / tau: down the rows (per anchor, or the view's
-    // constant) and one per column.
-    auto ci = sl.vr.segment(t.nr, t.nr);
-    if (rows && coef_) ci = inv_tau_ * coef_->segment(t.r0, t.nr);
-    else if (rows) ci.setConstant(static_cast<S>(a_[t.view_r]) * inv_tau_);
-    for (Eigen::Index j = 0; j < t.nc; ++j) {
-      const S lj = lse[t.c0 + j] - lw;
-      const S cj = !cols ? S(0) : inv_tau_ * (coef_ ? (*coef_)[t.c0 + j] : static_cast<S>(a_[t.view_c]));
-      if (rows && cols)
-        H.col(j) = ci * (X.col(j) - li).exp() + cj * (X.col(j) - lj).exp();
-      else if (rows)
-        H.col(j) = ci * (X.col(j) - li).exp();
-      else
-        H.col(j) = cj * (X.col(j) - lj).exp();
-    }
-    if (t.diagonal()) {
-      // dL/dK of a symmetric block: G + G^T (in place through the square's triangles).
+  bool pass2(TileRef<S> P, const Tile& t, bool kept, const CallStats<S>& cs, PairSums&, ThreadSlot<S>& sl) const {
+    const S c = block_weight(t);
+    const bool rows = is_anchor(t.view_r), cols = is_anchor(t.view_c);
+    auto a = sl.v.head(t.nr);
+    a = c * cs.alpha.segment(t.r0, t.nr);
+    if (fast_) {
       for (Eigen::Index j = 0; j < t.nc; ++j) {
-        H(j, j) *= S(2);
-        for (Eigen::Index i = j + 1; i < t.nr; ++i) H(i, j) = H(j, i) = H(i, j) + H(j, i);
+        auto x = P.col(j);
+        if (!kept) {
+          x = (x - inv_tau_).exp();
+          mask_pairs(x, ids_, n_, t, j, S(0));
+        }
+        if (cols) x *= a + c * cs.alpha[t.c0 + j];
+        else x *= a;
       }
+      return true;
+    }
+    auto l = sl.v.segment(t.nr, t.nr);
+    auto h = sl.v.segment(2 * t.nr, t.nr);
+    l = cs.lse.segment(t.r0, t.nr);
+    for (Eigen::Index j = 0; j < t.nc; ++j) {
+      auto x = P.col(j);
+      if (rows) h = a * (x - l).exp();
+      else h.setZero();
+      if (cols) h += (c * cs.alpha[t.c0 + j]) * (x - cs.lse[t.c0 + j]).exp();
+      mask_pairs(h, ids_, n_, t, j, S(0));
+      x = h;
     }
     return true;
   }
 
-  /// The positive pair of every anchor: G_{r,p} = -a/tau (1 - p_pos), with
-  /// 1 - p_pos = sigmoid(lse_neg - s_rr/tau) (1 when decoupled).
-  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& stats, RowMatrix<S>& dW) const {
-    const Eigen::Index n2 = W.rows();
-    for (Eigen::Index r = 0; r < n2; ++r) {
-      const int view = r < n_ ? 0 : 1;
-      if (!is_anchor(view)) continue;
-      const Eigen::Index p = partner(r);
-      const S sp = inv_tau_ * W.row(r).dot(W.row(p));
-      const S miss = pos_ ? sigmoid(stats.lse_neg[r] - sp) : S(1);
-      const S g = -static_cast<S>(anchor_coef(r)) * inv_tau_ * miss;
-      dW.row(r) += g * W.row(p);
-      dW.row(p) += g * W.row(r);
-    }
+  /// The positive pair of every anchor of instances [i0, i1):
+  /// G_{r,p} = -a/tau (1 - p_pos), with 1 - p_pos = sigmoid(lse_neg - x_pos)
+  /// (1 when decoupled).
+  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& cs, RowMatrix<S>& dW, Eigen::Index i0,
+                  Eigen::Index i1) const {
+    for (Eigen::Index i = i0; i < i1; ++i)
+      for (const Eigen::Index r : {i, i + n_}) {
+        if (!is_anchor(r < n_ ? 0 : 1)) continue;
+        const Eigen::Index p = partner(r);
+        const S miss = pos_ ? sigmoid(cs.lse_neg[r] - cs.pos[r]) : S(1);
+        const S g = -static_cast<S>(anchor_coef(r)) * inv_tau_ * miss;
+        dW.row(r) += g * W.row(p);
+        dW.row(p) += g * W.row(r);
+      }
   }
 
- private:
+ protected:
   bool is_anchor(int view) const { return view == 0 || sym_; }
   double anchor_coef(Eigen::Index r) const {
     return coef_ ? static_cast<double>((*coef_)[r]) : a_[r < n_ ? 0 : 1];
   }
-  S block_log_weight(const Tile& t) const { return t.view_r == t.view_c ? log_c2_ : log_c1_; }
   Eigen::Index partner(Eigen::Index r) const { return r < n_ ? r + n_ : r - n_; }
+  double temperature() const { return tau_; }
+
+ private:
+  S block_weight(const Tile& t) const { return t.view_r == t.view_c ? w_[1] : w_[0]; }
 
   Eigen::Index n_;
   const Eigen::Index* ids_;
   const ColArray<S>* coef_;
   S* losses_;
-  S inv_tau_, log_c1_, log_c2_;
-  bool c1_, c2_, pos_, sym_;
+  double tau_;
+  S inv_tau_;
+  S w_[2];
+  bool c1_, c2_, pos_, sym_, dtau_, fast_ = true;
   double a_[2];
 };
 
@@ -238,11 +346,13 @@ class InfoNCEFamily : public TwoViewLoss<InfoNCEFamily<Scalar>, Scalar>, public 
   /// Validates `params` and `options` (std::invalid_argument naming the field).
   explicit InfoNCEFamily(const InfoNCEFamilyParams& params, const EngineOptions& options = {},
                          const char* name = "contrastive::InfoNCEFamily")
-      : LossSettings<InfoNCEFamilyParams>(params, options, name) {}
+      : LossSettings<InfoNCEFamilyParams>(params, options, name) {
+    detail::check_temperature<Scalar>(name_, "temperature", params_.temperature);
+  }
 
-  /// Changes the temperature (e.g. a learned one); validated as in check().
+  /// Changes the temperature (e.g. a learned one); validated as on construction.
   void set_temperature(double tau) {
-    detail::check_positive_finite(name_, "temperature", tau);
+    detail::check_temperature<Scalar>(name_, "temperature", tau);
     params_.temperature = tau;
   }
   /// Number of anchors: n one-way, 2n symmetric.
@@ -252,7 +362,7 @@ class InfoNCEFamily : public TwoViewLoss<InfoNCEFamily<Scalar>, Scalar>, public 
   template <typename DA, typename DB>
   Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
                   const CallOptions<Scalar>& call) const {
-    const auto k = kernel(za, zb, b, call);
+    const auto k = kernel(za, zb, b, call, false);
     const auto v = static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, name_));
     detail::publish_per_anchor(call, b.losses);
     return v;
@@ -262,27 +372,28 @@ class InfoNCEFamily : public TwoViewLoss<InfoNCEFamily<Scalar>, Scalar>, public 
   Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
                        detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
-    const auto k = kernel(za, zb, b, call);
-    const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
-    if (g[0]) *g[0] = static_cast<Scalar>(detail::temperature_gradient(r.euler, params_.temperature));
+    const auto k = kernel(za, zb, b, call, g[0] != nullptr);
+    const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
+    if (g[0]) *g[0] = static_cast<Scalar>(b.cs.dtau);
     detail::publish_per_anchor(call, b.losses);
-    return static_cast<Scalar>(r.value);
+    return static_cast<Scalar>(v);
   }
 
   // Validates the call (before anything is written) and builds the kernel;
   // per-anchor coefficients and losses live in the workspace.
   template <typename DA, typename DB>
   detail::InfoNCEKernel<Scalar> kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
+                                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call,
+                                       bool want_dtau) const {
     detail::check_call(name_, call, detail::Accepts{true, true, false});
     detail::check_views(name_, za, zb);
     const Eigen::Index* ids = detail::checked_ids(name_, za, zb, call.instance_ids);
     const bool per = call.reduction != Reduction::Mean || call.anchor_weights.given() || call.per_anchor.given();
-    if (!per) return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids);
+    if (!per) return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids, nullptr, nullptr, want_dtau);
     const Eigen::Index a = anchors(za.rows());
     detail::anchor_coefficients(name_, call, a, b.coef);
     b.losses.assign(static_cast<std::size_t>(a), Scalar(0));
-    return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids, &b.coef, b.losses.data());
+    return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids, &b.coef, b.losses.data(), want_dtau);
   }
 };
 

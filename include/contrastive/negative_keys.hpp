@@ -91,11 +91,13 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
 
   /// Validates `params` and `options`.
   explicit InfoNCEWithNegatives(const NegativeKeysParams& params = {}, const EngineOptions& options = {})
-      : LossSettings<NegativeKeysParams>(params, options, kName) {}
+      : LossSettings<NegativeKeysParams>(params, options, kName) {
+    detail::check_temperature<Scalar>(kName, "temperature", params_.temperature);
+  }
 
   /// Changes the temperature; validated as in check().
   void set_temperature(double tau) {
-    detail::check_positive_finite(kName, "temperature", tau);
+    detail::check_temperature<Scalar>(kName, "temperature", tau);
     params_.temperature = tau;
   }
   /// One anchor per query.
@@ -179,10 +181,16 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     prepare(b, query, positive_key, negative_keys, call);
     detail::check_output_shape(kName, "grad_query", grad_query, query.rows(), query.cols());
     detail::check_output_shape(kName, "grad_positive_key", grad_positive_key, positive_key.rows(), positive_key.cols());
+    detail::check_distinct_outputs(kName, grad_query, grad_positive_key, "grad_query", "grad_positive_key");
+    if (grad_negative_keys) {
+      detail::check_distinct_outputs(kName, grad_query, *grad_negative_keys, "grad_query", "grad_negative_keys");
+      detail::check_distinct_outputs(kName, grad_positive_key, *grad_negative_keys, "grad_positive_key",
+                                     "grad_negative_keys");
+    }
     double dtau = 0;
     const double v = run(b, true, grad_negative_keys != nullptr, dtau);
     const Eigen::Index n = query.rows();
-    const RowMatrix& dw = b.slots[0].dw;
+    const RowMatrix& dw = b.dw;
     detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, 0, grad_query);
     detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, n, grad_positive_key);
     if (grad_negative_keys && negative_keys.rows() > 0)
@@ -232,7 +240,6 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     if (m > 0) detail::load_rows(b.keys, b.keys_inv_norm, b.keys_clamped, 0, nk, kName, "negative_keys");
     b.losses.assign(static_cast<std::size_t>(n), Scalar(0));
     b.scratch.resize(per_query(n, m));
-    b.slots.resize(1);
     b.threads = 1;
     b.streamed = false;
   }
@@ -264,9 +271,10 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     const Scalar miss = detail::sigmoid(lse - sp);
     const Scalar scale = std::exp(mx - (sp + term));  // p_j = scale * e_j
     const Scalar c = a * inv_tau;
-    // dL/dtau = -(1/tau) a_i (sum_j p_ij x_ij - miss x_ip)
-    const Scalar px = scale * (e * x).sum();
-    dtau -= static_cast<double>(a) / params_.temperature * static_cast<double>(px - miss * sp);
+    // dL/dtau = -(1/tau) a_i (sum_j p_ij x_ij - miss x_ip) = -(1/tau) a_i sum_j p_ij (x_ij - x_ip)
+    // (miss = sum_j p_ij), centred on x_ip so near-equal logits do not cancel.
+    const Scalar px = scale * (e * (x - sp)).sum();
+    dtau -= static_cast<double>(a) / params_.temperature * static_cast<double>(px);
     x = (c * scale) * e;
     return -c * miss;
   }
@@ -274,7 +282,7 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
   double run(detail::Buffers<Scalar>& b, bool grad, bool grad_neg, double& dtau) const {
     const Eigen::Index n = b.w.rows() / 2, d = b.w.cols(), m = b.keys.rows();
     const Scalar inv_tau = static_cast<Scalar>(1.0 / params_.temperature);
-    RowMatrix& dw = b.slots[0].dw;
+    RowMatrix& dw = b.dw;
     if (grad) {
       dw.setZero(2 * n, d);
       if (grad_neg) b.dkeys.setZero(m, d);

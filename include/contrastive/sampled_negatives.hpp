@@ -34,8 +34,10 @@ namespace contrastive {
 /// How SampledNegatives draws the negatives; check() throws
 /// std::invalid_argument naming the field.
 struct SamplingParams {
-  /// k >= 1 negatives per anchor (fewer when an anchor has fewer candidates
-  /// and sampling is without replacement).  Default 16.
+  /// Largest num_negatives.
+  static constexpr Eigen::Index kMaxNegatives = Eigen::Index(1) << 30;
+  /// k in [1, 2^30] negatives per anchor (fewer when an anchor has fewer
+  /// candidates and sampling is without replacement).  Default 16.
   Eigen::Index num_negatives = 16;
   /// false (default): k distinct candidates; true: k independent draws.
   bool with_replacement = false;
@@ -44,7 +46,8 @@ struct SamplingParams {
 
   /// Throws std::invalid_argument naming the first invalid field.
   void check(const char* where = "contrastive::SamplingParams") const {
-    if (num_negatives < 1) detail::fail_field(where, "num_negatives", "must be >= 1 " + detail::got(num_negatives));
+    if (num_negatives < 1 || num_negatives > kMaxNegatives)
+      detail::fail_field(where, "num_negatives", "must be in [1, 2^30] " + detail::got(num_negatives));
   }
 };
 
@@ -78,6 +81,7 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
   SampledNegatives(const InfoNCEFamilyParams& loss, const SamplingParams& sampling)
       : params_(loss), sampling_(sampling) {
     params_.check(kName);
+    detail::check_temperature<Scalar>(kName, "temperature", params_.temperature);
     sampling_.check(kName);
   }
 
@@ -117,7 +121,8 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
   Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
                   const CallOptions<Scalar>& call) const {
     const Eigen::Index* ids = prepare(b, za, zb, call);
-    const double v = run(b, ids, false);
+    double dtau = 0;
+    const double v = run(b, ids, false, dtau);
     detail::publish_per_anchor(call, b.losses);
     return static_cast<Scalar>(v);
   }
@@ -129,12 +134,13 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
     const Eigen::Index* ids = prepare(b, za, zb, call);
     detail::check_output_shape(kName, "grad_a", grad_a, za.rows(), za.cols());
     detail::check_output_shape(kName, "grad_b", grad_b, zb.rows(), zb.cols());
-    const double v = run(b, ids, true);
+    detail::check_distinct_outputs(kName, grad_a, grad_b);
+    double dtau = 0;
+    const double v = run(b, ids, true, dtau);
     const Eigen::Index n = za.rows();
-    const auto& dw = b.slots[0].dw;
-    const double euler = detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, 0, grad_a) +
-                         detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, n, grad_b);
-    if (g[0]) *g[0] = static_cast<Scalar>(detail::temperature_gradient(euler, params_.temperature));
+    detail::backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a);
+    detail::backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b);
+    if (g[0]) *g[0] = static_cast<Scalar>(dtau);
     detail::publish_per_anchor(call, b.losses);
     return static_cast<Scalar>(v);
   }
@@ -223,18 +229,23 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
     detail::load_rows(b.w, b.inv_norm, b.clamped, 0, za, kName, "za");
     detail::load_rows(b.w, b.inv_norm, b.clamped, n, zb, kName, "zb");
     b.losses.assign(static_cast<std::size_t>(a), Scalar(0));
-    // The most any anchor draws (its candidates number below 2n).
-    b.scratch.resize(sampling_.with_replacement ? sampling_.num_negatives
-                                                : std::min<Eigen::Index>(sampling_.num_negatives, 2 * n));
-    b.slots.resize(1);
+    // The most any anchor draws (its candidates number below 2n), twice:
+    // logits with and without the weights' offsets.
+    b.scratch.resize(2 * max_draws(n));
     b.threads = 1;
     b.streamed = false;
     return ids;
   }
 
-  double run(detail::Buffers<Scalar>& b, const Eigen::Index* ids, bool grad) const {
-    const Eigen::Index n = b.w.rows() / 2, a = anchors(n);
-    auto& dw = b.slots[0].dw;
+  Eigen::Index max_draws(Eigen::Index n) const {
+    return sampling_.with_replacement ? sampling_.num_negatives : std::min<Eigen::Index>(sampling_.num_negatives, 2 * n);
+  }
+
+  /// Value; with `grad` dL/dW in b.dw and dL/dtau in dtau, from the centred
+  /// sums -(1/tau) sum_r a_r sum_t p_rt (s_rt / tau - x_r,pos).
+  double run(detail::Buffers<Scalar>& b, const Eigen::Index* ids, bool grad, double& dtau) const {
+    const Eigen::Index n = b.w.rows() / 2, a = anchors(n), kmax = max_draws(n);
+    auto& dw = b.dw;
     const Scalar inv_tau = static_cast<Scalar>(1.0 / params_.temperature);
     // (A weight of 0 removes its candidates, so -inf is never drawn.)
     const Scalar lw[2] = {detail::log_weight<Scalar>(params_.cross_weight), detail::log_weight<Scalar>(params_.within_weight)};
@@ -248,9 +259,11 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
       const Scalar sp = inv_tau * wr.dot(b.w.row(p));
       const auto k = static_cast<Eigen::Index>(neg.size());
       auto x = b.scratch.head(k);
+      auto xs = b.scratch.segment(kmax, k);  // without the weights' offsets
       for (Eigen::Index t = 0; t < k; ++t) {
         const Eigen::Index j = neg[static_cast<std::size_t>(t)];
-        x[t] = inv_tau * wr.dot(b.w.row(j)) + lw[j / n == view ? 1 : 0];
+        xs[t] = inv_tau * wr.dot(b.w.row(j));
+        x[t] = xs[t] + lw[j / n == view ? 1 : 0];
       }
       const Scalar lse = k == 0 ? -std::numeric_limits<Scalar>::infinity()
                                 : x.maxCoeff() + std::log((x - x.maxCoeff()).exp().sum());
@@ -263,7 +276,9 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
       const Scalar miss = pos ? detail::sigmoid(lse - sp) : Scalar(1);
       const Scalar denom = pos ? sp + term : lse;
       const Scalar g = c * inv_tau;
-      x = g * (x - denom).exp();  // dl/d(w_r . w_j) for each drawn j
+      x = (x - denom).exp();  // p_rt
+      dtau -= static_cast<double>(c) / params_.temperature * static_cast<double>((x * (xs - sp)).sum());
+      x *= g;  // dl/d(w_r . w_j) for each drawn j
       for (Eigen::Index t = 0; t < k; ++t) {
         const Eigen::Index j = neg[static_cast<std::size_t>(t)];
         dw.row(r) += x[t] * b.w.row(j);

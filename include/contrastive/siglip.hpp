@@ -8,7 +8,7 @@
 //
 //   L = 1/m sum_i softplus(-(t s_ii + b)) + 1/m sum_{i != j} softplus(t s_ij + b)
 //       [+ c2/(2m) sum_{i != j} softplus(t u_i.u_j + b) + softplus(t v_i.v_j + b)]
-//   dL/dt = (1/(2t)) sum_r w_r . dL/dw_r   (Euler's identity),
+//   dL/dt = sum over pairs of dterm/dx * s                 (x = t s),
 //   dL/db = -1/m sum_i sigmoid(-(t s_ii + b)) + 1/m sum_{i != j} sigmoid(t s_ij + b).
 //
 // (The paper's bias is -b.)  Each pair contributes on its own, so a tile's
@@ -31,8 +31,10 @@ namespace contrastive {
 /// Parameters of SigLIP.  check() throws std::invalid_argument naming the field.
 struct SigLIPParams {
   /// t > 0: logits are t * cosine + bias.  open_clip initialises t = 10.
+  /// A loss takes t in [1e-4, 1e3] (float) or [1e-4, 1e6] (double).
   double logit_scale = 10.0;
-  /// b (open_clip's sign: added to the logits).  open_clip initialises b = -10.
+  /// b (open_clip's sign: added to the logits), |b| <= 1e4.  open_clip
+  /// initialises b = -10.
   double logit_bias = -10.0;
   /// c2 >= 0: within-view pairs (u_i, u_j), (v_i, v_j) as negatives, each
   /// ordered pair weighted c2/(2m) (Def. 3.2; 0 in SigLIP itself).
@@ -41,7 +43,8 @@ struct SigLIPParams {
   /// Throws std::invalid_argument naming the first invalid field.
   void check(const char* where = "contrastive::SigLIPParams") const {
     detail::check_positive_finite(where, "logit_scale", logit_scale);
-    if (!std::isfinite(logit_bias)) detail::fail_field(where, "logit_bias", "must be finite " + detail::got(logit_bias));
+    if (!(std::isfinite(logit_bias) && std::abs(logit_bias) <= detail::kMaxBias))
+      detail::fail_field(where, "logit_bias", "must be finite with |b| <= 1e4 " + detail::got(logit_bias));
     detail::check_weight(where, "within_weight", within_weight);
   }
 };
@@ -69,7 +72,7 @@ struct SigmoidTerms {
 /// positives and cross negatives w/n each, within pairs w c2/(2n).
 template <typename S>
 AdditiveKernel<S, SigmoidTerms<S>> make_siglip_kernel(const SigLIPParams& p, double w, Eigen::Index n_,
-                                                      const Eigen::Index* ids, TermSums sums) {
+                                                      const Eigen::Index* ids, bool sums) {
   const double n = static_cast<double>(n_);
   return AdditiveKernel<S, SigmoidTerms<S>>(SigmoidTerms<S>{static_cast<S>(p.logit_bias)}, static_cast<S>(p.logit_scale),
                                             w / n, w / n, w * p.within_weight / (2 * n), n_, ids, sums);
@@ -91,7 +94,9 @@ class SigLIP : public TwoViewLoss<SigLIP<Scalar>, Scalar>, public LossSettings<S
 
   /// Validates `params` and `options`.
   explicit SigLIP(const SigLIPParams& params = {}, const EngineOptions& options = {})
-      : LossSettings<SigLIPParams>(params, options, "contrastive::SigLIP") {}
+      : LossSettings<SigLIPParams>(params, options, "contrastive::SigLIP") {
+    detail::check_logit_scale<Scalar>(name_, "logit_scale", params_.logit_scale);
+  }
   /// SigLIP with logit scale t and bias b, no within-view pairs.
   SigLIP(double logit_scale, double logit_bias, const EngineOptions& options = {})
       : SigLIP(SigLIPParams{logit_scale, logit_bias, 0.0}, options) {}
@@ -99,6 +104,7 @@ class SigLIP : public TwoViewLoss<SigLIP<Scalar>, Scalar>, public LossSettings<S
   /// Sets a learned scale and bias, validated as in check().
   void set_params(const SigLIPParams& p) {
     p.check(name_);
+    detail::check_logit_scale<Scalar>(name_, "logit_scale", p.logit_scale);
     params_ = p;
   }
   /// SigLIP's terms are pairs, not anchors (0).
@@ -117,10 +123,11 @@ class SigLIP : public TwoViewLoss<SigLIP<Scalar>, Scalar>, public LossSettings<S
                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
                        detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
     const auto k = kernel(za, zb, call);
-    const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
-    if (g[0]) *g[0] = static_cast<Scalar>(detail::logit_scale_gradient(r.euler, params_.logit_scale));
-    if (g[1]) *g[1] = static_cast<Scalar>(b.stats.sums.term_derivative);
-    return static_cast<Scalar>(r.value);
+    const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
+    // Straight from the pair terms: dL/dt = sum w dterm/dx s = term_dot / t, dL/db = term_derivative.
+    if (g[0]) *g[0] = static_cast<Scalar>(b.cs.sums.term_dot / params_.logit_scale);
+    if (g[1]) *g[1] = static_cast<Scalar>(b.cs.sums.term_derivative);
+    return static_cast<Scalar>(v);
   }
 
   template <typename DA, typename DB>
@@ -130,7 +137,7 @@ class SigLIP : public TwoViewLoss<SigLIP<Scalar>, Scalar>, public LossSettings<S
     detail::check_call(name_, call, detail::Accepts{false, true, false});
     detail::check_views(name_, za, zb);
     return detail::make_siglip_kernel<Scalar>(params_, 1.0, za.rows(), detail::checked_ids(name_, za, zb, call.instance_ids),
-                                              detail::TermSums::Derivative);
+                                              true);
   }
 
 };

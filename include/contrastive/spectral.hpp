@@ -50,7 +50,7 @@ struct SpectralTerms {
 /// negatives w c1/(n(n-1)), within pairs w c2/(2n(n-1)).
 template <typename S>
 AdditiveKernel<S, SpectralTerms<S>> make_spectral_kernel(const SpectralParams& p, double w, Eigen::Index n_,
-                                                         const Eigen::Index* ids, TermSums sums) {
+                                                         const Eigen::Index* ids, bool sums) {
   const double n = static_cast<double>(n_);
   return AdditiveKernel<S, SpectralTerms<S>>(SpectralTerms<S>{}, S(1), w / n, w * p.cross_weight / (n * (n - 1)),
                                              w * p.within_weight / (2 * n * (n - 1)), n_, ids, sums);
@@ -74,7 +74,7 @@ class Spectral : public detail::AdditiveLoss<Spectral<Scalar>, Scalar, SpectralP
   // The engine kernel for a batch of n pairs (ids already validated).
   detail::AdditiveKernel<Scalar, detail::SpectralTerms<Scalar>> kernel(Eigen::Index n, double,
                                                                        const Eigen::Index* ids) const {
-    return detail::make_spectral_kernel<Scalar>(this->params_, 1.0, n, ids, detail::TermSums::None);
+    return detail::make_spectral_kernel<Scalar>(this->params_, 1.0, n, ids, false);
   }
 };
 

@@ -48,11 +48,13 @@ class SupConKernel : public InfoNCEKernel<S> {
   using Base = InfoNCEKernel<S>;
 
  public:
-  SupConKernel(double temperature, Eigen::Index n, Span<const Eigen::Index> labels)
-      : Base(InfoNCEFamilyParams{temperature, 1.0, 1.0, true, Direction::Symmetric}, n),
+  SupConKernel(double temperature, Eigen::Index n, Span<const Eigen::Index> labels, bool want_dtau)
+      : Base(InfoNCEFamilyParams{temperature, 1.0, 1.0, true, Direction::Symmetric}, n, nullptr, nullptr, nullptr,
+             want_dtau),
         n_(n),
         inv_tau_(static_cast<S>(1.0 / temperature)),
-        a_(1.0 / (2.0 * static_cast<double>(n))) {
+        a_(1.0 / (2.0 * static_cast<double>(n))),
+        dtau_(want_dtau) {
     std::map<Eigen::Index, Eigen::Index> index;
     cls_.resize(static_cast<std::size_t>(n));
     for (Eigen::Index i = 0; i < n; ++i) {
@@ -64,39 +66,55 @@ class SupConKernel : public InfoNCEKernel<S> {
     positives_ -= S(1);  // both views of each member, minus the anchor itself
   }
 
-  double finish(const RowMatrix<S>& W, const ColArray<S>& m, const ColArray<S>& s, CallStats<S>& stats) const {
-    double value = Base::finish(W, m, s, stats);  // mean of lse_r - x_{r, pos(r)}
+  /// NT-Xent's value (mean of lse_r - x_{r, partner}) plus, per anchor, the
+  /// correction x_{r, partner} - mean_{p in P(r)} x_rp, and its share of
+  /// dL/dtau, -(1/tau) a (x_{r, partner} - mean x_rp), both formed in double
+  /// from the difference of the two vectors (no cancellation of two nearly
+  /// equal logits).
+  double finish(const RowMatrix<S>& W, const RowStats<S>& st, CallStats<S>& cs) const {
+    double value = Base::finish(W, st, cs);
     class_sums(W);
+    double dtau = 0;
     for (Eigen::Index r = 0; r < 2 * n_; ++r) {
       const Eigen::Index c = cls_[static_cast<std::size_t>(r % n_)];
-      const S x_pos = inv_tau_ * W.row(r).dot(W.row((r + n_) % (2 * n_)));
-      const S x_mean = inv_tau_ * W.row(r).dot(sums_.row(c) - W.row(r)) / positives_[c];
-      value += a_ * static_cast<double>(x_pos - x_mean);
+      const auto diff = (W.row((r + n_) % (2 * n_)).template cast<double>() -
+                         (sums_.row(c) - W.row(r).template cast<double>()) / static_cast<double>(positives_[c]))
+                            .eval();
+      const double corr = W.row(r).template cast<double>().dot(diff) * static_cast<double>(inv_tau_);
+      value += a_ * corr;
+      dtau -= a_ * corr / this->temperature();
     }
+    if (dtau_) cs.dtau += dtau;
     return value;
   }
 
-  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& stats, RowMatrix<S>& dW) const {
-    Base::pair_terms(W, stats, dW);
+  void pair_terms(const RowMatrix<S>& W, const CallStats<S>& cs, RowMatrix<S>& dW, Eigen::Index i0,
+                  Eigen::Index i1) const {
+    Base::pair_terms(W, cs, dW, i0, i1);
     const S g = static_cast<S>(2.0 * a_) * inv_tau_;
-    for (Eigen::Index q = 0; q < 2 * n_; ++q) {
-      const Eigen::Index c = cls_[static_cast<std::size_t>(q % n_)];
-      dW.row(q) += g * (W.row((q + n_) % (2 * n_)) - (sums_.row(c) - W.row(q)) / positives_[c]);
-    }
+    for (Eigen::Index i = i0; i < i1; ++i)
+      for (const Eigen::Index q : {i, i + n_}) {
+        const Eigen::Index c = cls_[static_cast<std::size_t>(i)];
+        dW.row(q) += g * (W.row((q + n_) % (2 * n_)) -
+                          ((sums_.row(c) - W.row(q).template cast<double>()) / static_cast<double>(positives_[c]))
+                              .template cast<S>());
+      }
   }
 
  private:
   void class_sums(const RowMatrix<S>& W) const {
     sums_.setZero(positives_.size(), W.cols());
-    for (Eigen::Index r = 0; r < 2 * n_; ++r) sums_.row(cls_[static_cast<std::size_t>(r % n_)]) += W.row(r);
+    for (Eigen::Index r = 0; r < 2 * n_; ++r)
+      sums_.row(cls_[static_cast<std::size_t>(r % n_)]) += W.row(r).template cast<double>();
   }
 
   Eigen::Index n_;
   S inv_tau_;
   double a_;
+  bool dtau_;
   std::vector<Eigen::Index> cls_;  // class index of each instance
   ColArray<S> positives_;          // |P| of each class
-  mutable RowMatrix<S> sums_;      // C_c
+  mutable RowMatrix<double> sums_;  // C_c, in double: C_c / |P| - w_partner cancels near collapse
 };
 
 }  // namespace detail
@@ -116,7 +134,9 @@ class SupCon : public TwoViewLoss<SupCon<Scalar>, Scalar>, public LossSettings<S
 
   /// Validates the temperature and the options (std::invalid_argument naming the field).
   explicit SupCon(double temperature = 0.1, const EngineOptions& options = {})
-      : LossSettings<SupConParams>(SupConParams{temperature}, options, kName) {}
+      : LossSettings<SupConParams>(SupConParams{temperature}, options, kName) {
+    detail::check_temperature<Scalar>(kName, "temperature", temperature);
+  }
   /// tau.
   double temperature() const { return params_.temperature; }
   /// SupCon has no per-anchor outputs (0).
@@ -129,7 +149,7 @@ class SupCon : public TwoViewLoss<SupCon<Scalar>, Scalar>, public LossSettings<S
   Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
                   const CallOptions<Scalar>& call) const {
     check_labels(za, zb, call);
-    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels);
+    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels, false);
     return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, kName));
   }
 
@@ -138,10 +158,10 @@ class SupCon : public TwoViewLoss<SupCon<Scalar>, Scalar>, public LossSettings<S
                        const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
                        detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
     check_labels(za, zb, call);
-    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels);
-    const auto r = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, kName);
-    if (g[0]) *g[0] = static_cast<Scalar>(detail::temperature_gradient(r.euler, params_.temperature));
-    return static_cast<Scalar>(r.value);
+    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels, g[0] != nullptr);
+    const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, kName);
+    if (g[0]) *g[0] = static_cast<Scalar>(b.cs.dtau);
+    return static_cast<Scalar>(v);
   }
 
   template <typename DA, typename DB>

@@ -16,8 +16,9 @@
 namespace contrastive {
 
 /// What every configured loss carries: its parameters (validated by their
-/// check() on construction, naming the field), its engine options (also
-/// validated) and the name its errors start with.
+/// check() on construction, naming the field; a loss adds the ranges its
+/// Scalar computes correctly), its engine options (also validated) and the
+/// name its errors start with.
 template <typename Params>
 class LossSettings {
  public:

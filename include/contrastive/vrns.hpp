@@ -27,9 +27,9 @@ namespace contrastive {
 struct VRNSParams {
   /// N >= 2, the data-set size: target = -1/(N - 1).  0 = use `target`.
   long long dataset_size = 0;
-  /// The similarity negatives are pulled to, when dataset_size is 0.
+  /// The similarity in [-1, 1] negatives are pulled to, when dataset_size is 0.
   double target = std::numeric_limits<double>::quiet_NaN();
-  /// p >= 1 (default 2): the penalty is |s - target|^p.
+  /// p in [1, 64] (default 2): the penalty is |s - target|^p.
   double power = 2.0;
 
   /// The target similarity: -1/(dataset_size - 1), or `target`.
@@ -43,10 +43,10 @@ struct VRNSParams {
       detail::fail_field(where, "dataset_size", "must be >= 2, or 0 to use field 'target' " + detail::got(dataset_size));
     if (dataset_size > 0 && !std::isnan(target))
       detail::fail_field(where, "target", "is set together with field 'dataset_size': give exactly one");
-    if (dataset_size == 0 && !std::isfinite(target))
-      detail::fail_field(where, "target", "must be finite when field 'dataset_size' is 0 " + detail::got(target));
-    if (!(std::isfinite(power) && power >= 1.0))
-      detail::fail_field(where, "power", "must be finite and >= 1 " + detail::got(power));
+    if (dataset_size == 0 && !(target >= -1.0 && target <= 1.0))
+      detail::fail_field(where, "target",
+                         "must be a similarity in [-1, 1] when field 'dataset_size' is 0 " + detail::got(target));
+    if (!(power >= 1.0 && power <= 64.0)) detail::fail_field(where, "power", "must be in [1, 64] " + detail::got(power));
   }
 };
 
@@ -75,7 +75,7 @@ struct PenaltyTerms {
 /// cross-view negative pairs weighs w / negatives (the mean over them).
 template <typename S>
 AdditiveKernel<S, PenaltyTerms<S>> make_vrns_kernel(const VRNSParams& p, double w, Eigen::Index n, double negatives,
-                                                    const Eigen::Index* ids, TermSums sums) {
+                                                    const Eigen::Index* ids, bool sums) {
   return AdditiveKernel<S, PenaltyTerms<S>>(
       PenaltyTerms<S>{static_cast<S>(p.resolved_target()), static_cast<S>(p.power)}, S(1), 0.0, w / negatives, 0.0, n,
       ids, sums);
@@ -99,7 +99,7 @@ class VRNS : public detail::AdditiveLoss<VRNS<Scalar>, Scalar, VRNSParams> {
   // The engine kernel for a batch of n pairs with `negatives` negative pairs.
   detail::AdditiveKernel<Scalar, detail::PenaltyTerms<Scalar>> kernel(Eigen::Index n, double negatives,
                                                                       const Eigen::Index* ids) const {
-    return detail::make_vrns_kernel<Scalar>(this->params_, 1.0, n, negatives, ids, detail::TermSums::None);
+    return detail::make_vrns_kernel<Scalar>(this->params_, 1.0, n, negatives, ids, false);
   }
 };
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <utility>
 #include <map>
 #include <vector>
 #include <sstream>
@@ -38,16 +40,65 @@ std::string got(const T& value) {
   return os.str();
 }
 
-/// A temperature-like quantity: finite and strictly positive.
+/// The parameter ranges the library computes correctly (README, "Promises").
+/// Logits s / tau of unit vectors differ by up to 2 / tau, and a float
+/// similarity carries an absolute error of about sqrt(d) 6e-8: at tau = 1e-3
+/// that is ~1e-3 in a logit, the edge of useful float accuracy; double keeps
+/// the same accuracy down to tau = 1e-6.  Above tau = 1e4 every logit is
+/// within 1e-4 of 0 and the loss is flat.
+template <typename S>
+struct Limits {
+  /// Smallest temperature (and 1 / the largest logit scale): 1e-3 in float, 1e-6 in double.
+  static constexpr double min_temperature = sizeof(S) <= 4 ? 1e-3 : 1e-6;
+  /// Largest temperature (and 1 / the smallest logit scale).
+  static constexpr double max_temperature = 1e4;
+};
+/// Largest weight of a term (c1, c2, a LossTerm's weight, lambda); a
+/// positive weight is at least 1 / kMaxWeight.
+constexpr double kMaxWeight = 1e6;
+/// Largest per-anchor weight of a call.
+constexpr double kMaxAnchorWeight = 1e12;
+/// Largest magnitude of SigLIP's bias.
+constexpr double kMaxBias = 1e4;
+
+/// A temperature: finite and in [Limits<double>] (the widest range; the
+/// losses check their scalar's own with check_temperature<S>).
 inline void check_positive_finite(const char* where, const char* field, double value) {
   if (!(std::isfinite(value) && value > 0.0))
     fail_field(where, field, "must be finite and > 0 " + got(value));
 }
 
-/// A weight: finite and >= 0.
+/// A temperature in the range computed correctly in S.
+template <typename S>
+void check_temperature(const char* where, const char* field, double tau) {
+  check_positive_finite(where, field, tau);
+  if (tau < Limits<S>::min_temperature || tau > Limits<S>::max_temperature) {
+    std::ostringstream os;
+    os << "must be in [" << Limits<S>::min_temperature << ", " << Limits<S>::max_temperature << "] for "
+       << (sizeof(S) <= 4 ? "float" : "double") << " (logits 1/tau beyond are not computed accurately) "
+       << got(tau);
+    fail_field(where, field, os.str());
+  }
+}
+
+/// A logit scale t (logits t s): 1 / t in the temperature range of S.
+template <typename S>
+void check_logit_scale(const char* where, const char* field, double t) {
+  check_positive_finite(where, field, t);
+  const double lo = 1.0 / Limits<S>::max_temperature, hi = 1.0 / Limits<S>::min_temperature;
+  if (t < lo || t > hi) {
+    std::ostringstream os;
+    os << "must be in [" << lo << ", " << hi << "] for " << (sizeof(S) <= 4 ? "float" : "double") << " " << got(t);
+    fail_field(where, field, os.str());
+  }
+}
+
+/// A weight: 0, or in [1 / kMaxWeight, kMaxWeight].
 inline void check_weight(const char* where, const char* field, double value) {
   if (!(std::isfinite(value) && value >= 0.0))
     fail_field(where, field, "must be finite and >= 0 " + got(value));
+  if (value > kMaxWeight || (value > 0.0 && value < 1.0 / kMaxWeight))
+    fail_field(where, field, "must be 0 or in [1e-6, 1e6] " + got(value));
 }
 
 /// Shape of one caller-owned output.
@@ -60,6 +111,62 @@ void check_output_shape(const char* where, const char* arg, const Eigen::MatrixB
        << " (the shape of the embeddings)";
     fail(where, arg, os.str());
   }
+}
+
+/// Where an Eigen object with direct access keeps its entries: entry
+/// (inner k, outer l) at data + k * inner_stride + l * outer_stride.
+struct Layout {
+  const char* data = nullptr;  ///< null: not direct access, or empty
+  std::ptrdiff_t inner = 0, outer = 0, inner_stride = 0, outer_stride = 0, bytes = 0;
+};
+template <typename D>
+Layout layout(const Eigen::MatrixBase<D>& m) {
+  Layout l;
+  if constexpr ((Eigen::internal::traits<D>::Flags & Eigen::DirectAccessBit) != 0) {
+    if (m.size() == 0) return l;
+    const D& x = m.derived();
+    l.data = reinterpret_cast<const char*>(x.data());
+    l.inner = x.innerSize();
+    l.outer = x.outerSize();
+    l.inner_stride = x.innerStride();
+    l.outer_stride = x.outerStride();
+    l.bytes = static_cast<std::ptrdiff_t>(sizeof(typename D::Scalar));
+  }
+  return l;
+}
+
+/// True when two layouts share an entry: exactly for two blocks of one
+/// storage (same scalar size and strides, unit inner stride, e.g. the top
+/// and bottom rows of one column-major matrix), conservatively (their byte
+/// ranges overlap) otherwise.
+inline bool overlap(const Layout& a, const Layout& b) {
+  if (!a.data || !b.data) return false;
+  const auto end = [](const Layout& l) {
+    return l.data + ((l.outer - 1) * l.outer_stride + (l.inner - 1) * l.inner_stride + 1) * l.bytes;
+  };
+  const std::less<const char*> lt;
+  if (!(lt(a.data, end(b)) && lt(b.data, end(a)))) return false;
+  const std::ptrdiff_t diff = b.data - a.data;
+  if (a.bytes != b.bytes || a.inner_stride != 1 || b.inner_stride != 1 || a.outer_stride != b.outer_stride ||
+      diff % a.bytes != 0 || a.inner > a.outer_stride || b.inner > b.outer_stride)
+    return true;
+  const std::ptrdiff_t s = a.outer_stride, d = diff / a.bytes;
+  const std::ptrdiff_t ob = d >= 0 ? d / s : -((-d + s - 1) / s);  // floor division
+  const std::ptrdiff_t ib = d - ob * s;                            // in [0, s)
+  const bool inner = ib < a.inner && 0 < ib + b.inner;
+  const bool inner_wrap = ib + b.inner > s && ib + b.inner - s > 0;  // b's rows spill past the stride
+  const bool outer = ob < a.outer && 0 < ob + b.outer;
+  const bool outer_next = ob + 1 < a.outer && 0 < ob + 1 + b.outer;
+  return (inner && outer) || (inner_wrap && outer_next);
+}
+
+/// Two caller-owned outputs must not share memory (the later write would
+/// silently overwrite the earlier).
+template <typename A, typename B>
+void check_distinct_outputs(const char* where, const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b,
+                            const char* a_name = "grad_a", const char* b_name = "grad_b") {
+  if (overlap(layout(a), layout(b)))
+    fail(where, b_name, std::string("shares memory with '") + a_name + "': every gradient needs its own storage");
 }
 
 /// The two views of a batch: same shape, d >= 1, at least `min_rows` rows.
@@ -151,8 +258,8 @@ void anchor_coefficients(const char* where, const CallOptions<S>& call, Eigen::I
          "has " + std::to_string(w.size()) + " entries but the loss has " + std::to_string(anchors) + " anchors");
   for (Eigen::Index r = 0; r < anchors; ++r) {
     const S wr = w[static_cast<std::size_t>(r)];
-    if (!(std::isfinite(wr) && wr >= S(0)))
-      fail(where, "call.anchor_weights", "entry " + std::to_string(r) + " must be finite and >= 0 " + got(wr));
+    if (!(std::isfinite(wr) && wr >= S(0) && wr <= S(kMaxAnchorWeight)))
+      fail(where, "call.anchor_weights", "entry " + std::to_string(r) + " must be in [0, 1e12] " + got(wr));
     coef[r] *= wr;
   }
 }

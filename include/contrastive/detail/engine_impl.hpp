@@ -1,10 +1,29 @@
 // contrastive — the tiled two-pass engine (internal; include engine.hpp).
 // SPDX-License-Identifier: MIT
+//
+// Work and memory.  W = [U; V] is cut into row blocks of `chunk` rows; a
+// tile is the similarity block of two row blocks (symmetric view blocks only
+// for I <= J).  Pass 1 computes every tile once and gives the kernel's
+// per-row statistics; pass 2 turns every tile into H = dL/dK and applies
+// dW_I += H W_J, dW_J += H^T W_I.  dW is one shared 2n x d matrix: no
+// thread and no process keeps a private copy of it.  Two schedules keep the
+// writes free of races and the sums in a fixed order (results bitwise the
+// same for every thread count):
+//
+//  * materialised (the tiles fit memory_budget_bytes): tiles are computed in
+//    parallel (any thread, any order), each tile's statistics kept apart;
+//    then each row block is owned by one thread, which adds the statistics
+//    and the GEMMs of the tiles touching it in tile order;
+//  * streamed (they do not): tiles are dealt in rounds in which no two tiles
+//    share a row block, so every tile adds its statistics and GEMMs straight
+//    into the shared arrays; pass 2 recomputes the tiles.  Memory is
+//    O(n d + threads tile^2) (Workspace::bytes(), formula in the README).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -14,6 +33,10 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define CONTRASTIVE_DETAIL_HAVE_MXCSR 1
 #endif
 
 #include "checks.hpp"
@@ -46,45 +69,43 @@ inline void lse_merge(S& m, S& s, S mt, S st) {
   }
 }
 
-/// Online log-sum-exp over the rows of a tile: for every row i of X, adds
-/// exp(log_w) * sum_j exp(X_ij) to the state of row (r0 + i).  Entries equal
-/// to -inf are masked.  Column by column over the column-major tile, so every
-/// max, subtraction and exp is a contiguous, vectorised Eigen array op
-/// (Eigen's packet exp, never the scalar libm one).
-template <typename S>
-inline void reduce_rows(const TileRef<S>& X, S log_w, ColArray<S>& m, ColArray<S>& s, Eigen::Index r0,
-                        ColArray<S>& buf) {
-  const Eigen::Index nr = X.rows(), nc = X.cols();
-  auto mx = buf.head(nr);
-  auto sm = buf.segment(nr, nr);
-  mx = X.col(0);
-  for (Eigen::Index j = 1; j < nc; ++j) mx = mx.max(X.col(j));
-  mx = (mx == -std::numeric_limits<S>::infinity()).select(S(0), mx);  // fully masked row
-  sm.setZero();
-  for (Eigen::Index j = 0; j < nc; ++j) sm += (X.col(j) - mx).exp();
-  for (Eigen::Index i = 0; i < nr; ++i) lse_merge(m[r0 + i], s[r0 + i], mx[i] + log_w, sm[i]);
-}
+/// Flushes subnormal results to zero and treats subnormal inputs as zero on
+/// the calling thread while it lives, restoring the caller's setting after.
+/// Exponentials far below the largest term of a sum (float at tau = 0.01)
+/// and the masked terms Eigen's exp maps to ~1e-39 instead of 0 would
+/// otherwise be subnormal, and every product with one costs a microcode
+/// assist (measured: the float NT-Xent gradient at tau = 0.01 was 13-19x
+/// slower than at 0.2).  A subnormal term is below 2^-126 of the largest
+/// term of its sum: dropping it changes no result beyond round-off.
+class FlushSubnormals {
+ public:
+#ifdef CONTRASTIVE_DETAIL_HAVE_MXCSR
+  FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }  // FTZ | DAZ
+  ~FlushSubnormals() { _mm_setcsr(saved_); }
+#endif
+  FlushSubnormals(const FlushSubnormals&) = delete;
+  FlushSubnormals& operator=(const FlushSubnormals&) = delete;
 
-/// Same over the columns of a tile (the transposed block of a symmetric W W^T).
-template <typename S>
-inline void reduce_cols(const TileRef<S>& X, S log_w, ColArray<S>& m, ColArray<S>& s, Eigen::Index c0) {
-  const Eigen::Index nc = X.cols();
-  for (Eigen::Index j = 0; j < nc; ++j) {
-    S mj = X.col(j).maxCoeff();
-    if (mj == -std::numeric_limits<S>::infinity()) continue;  // fully masked column
-    lse_merge(m[c0 + j], s[c0 + j], mj + log_w, (X.col(j) - mj).exp().sum());
-  }
-}
+ private:
+#ifdef CONTRASTIVE_DETAIL_HAVE_MXCSR
+  unsigned int saved_;
+#endif
+};
 
-/// Writes `fill` into the entries of column j of a tile whose rows carry the
-/// same instance id as the column (ids are per instance: row r of W has
-/// ids[r mod n]).  The one masking rule of every loss that takes ids.
+/// Writes `fill` into the entries of column j of a tile that are not pairs
+/// of the loss: the tile's diagonal when it holds the pairs (i, i) (self
+/// pairs, or positives handled per pair), and, with instance ids, every
+/// entry whose row carries the column's id (row r of W has ids[r mod n]).
+/// The one masking rule of every loss.
 template <typename V, typename S>
-inline void mask_equal_ids(V&& column, const Eigen::Index* ids, Eigen::Index n, const Tile& t, Eigen::Index j,
-                           S fill) {
-  const Eigen::Index idj = ids[(t.c0 + j) % n];
-  const Eigen::Index r0 = t.r0 % n;
-  for (Eigen::Index i = 0; i < t.nr; ++i) column[i] = ids[r0 + i] == idj ? fill : column[i];
+inline void mask_pairs(V&& column, const Eigen::Index* ids, Eigen::Index n, const Tile& t, Eigen::Index j, S fill) {
+  if (ids) {
+    const Eigen::Index idj = ids[(t.c0 + j) % n];
+    const Eigen::Index r0 = t.r0 % n;
+    for (Eigen::Index i = 0; i < t.nr; ++i) column[i] = ids[r0 + i] == idj ? fill : column[i];
+  } else if (t.same_chunk) {
+    column[j] = fill;
+  }
 }
 
 /// The one normalisation rule of the library.  Copies z into rows
@@ -108,14 +129,25 @@ void load_rows(RowMatrix<S>& w, ColArray<S>& inv_norm, std::vector<unsigned char
     w.middleRows(r0 + i0, b) = buf;
   }
   const S eps = static_cast<S>(kNormEps);
+  // Squared norms between these need no scaling (no overflow, no precision
+  // lost to subnormals).
+  const S ss_lo = std::numeric_limits<S>::min() / std::numeric_limits<S>::epsilon();
+  const S ss_hi = std::numeric_limits<S>::max() / S(4);
   for (Eigen::Index i = 0; i < z.rows(); ++i) {
     const Eigen::Index r = r0 + i;
     auto row = w.row(r);
-    // Scaled norm: no overflow or underflow of the squared norm.  The
-    // NaN-propagating max is also the finiteness check of the row.
-    const S amax = row.cwiseAbs().template maxCoeff<Eigen::PropagateNaN>();
-    if (!std::isfinite(amax)) fail(where, arg, "contains NaN or infinite entries");
-    const S nrm = amax > S(0) ? amax * (row / amax).norm() : S(0);
+    // The plain squared norm when it is safely in range (a NaN or an
+    // infinity makes it NaN or inf, so it is also the finiteness check);
+    // otherwise the scaled norm, whose NaN-propagating max checks the row.
+    const S ss = row.squaredNorm();
+    S nrm;
+    if (ss >= ss_lo && ss <= ss_hi) {
+      nrm = std::sqrt(ss);
+    } else {
+      const S amax = row.cwiseAbs().template maxCoeff<Eigen::PropagateNaN>();
+      if (!std::isfinite(amax)) fail(where, arg, "contains NaN or infinite entries");
+      nrm = amax > S(0) ? amax * (row / amax).norm() : S(0);
+    }
     if (nrm > eps) {
       inv_norm[r] = S(1) / nrm;
       clamped[static_cast<std::size_t>(r)] = 0;
@@ -129,13 +161,12 @@ void load_rows(RowMatrix<S>& w, ColArray<S>& inv_norm, std::vector<unsigned char
 
 /// Back through the normalisation for rows [r0, r0 + out.rows()):
 /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped
-/// row, written into `out`.  Returns sum_r w_r . dw_r.
+/// row, written into `out`.
 template <typename S, typename Out>
-double backprop_rows(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const std::vector<unsigned char>& clamped,
-                     const RowMatrix<S>& dw, Eigen::Index r0, const Eigen::MatrixBase<Out>& out_) {
+void backprop_rows(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const std::vector<unsigned char>& clamped,
+                   const RowMatrix<S>& dw, Eigen::Index r0, const Eigen::MatrixBase<Out>& out_) {
   auto& out = const_cast<Eigen::MatrixBase<Out>&>(out_);
   using T = typename Out::Scalar;
-  double euler = 0.0;
   // Rows are formed in a small row-major buffer and stored kRowBlock at a
   // time, so a column-major `out` is written in whole cache lines.
   RowMatrix<S> buf(std::min(kRowBlock, out.rows()), w.cols());
@@ -145,15 +176,12 @@ double backprop_rows(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const s
       const Eigen::Index r = r0 + i0 + i;
       const auto wr = w.row(r);
       const auto g = dw.row(r);
-      const S wd = wr.dot(g);
-      euler += static_cast<double>(wd);
       const S inv = inv_norm[r];
       if (clamped[static_cast<std::size_t>(r)]) buf.row(i) = inv * g;
-      else buf.row(i) = inv * (g - wd * wr);
+      else buf.row(i) = inv * (g - wr.dot(g) * wr);
     }
     out.middleRows(i0, b) = buf.topRows(b).template cast<T>();
   }
-  return euler;
 }
 
 inline int resolve_threads(int requested) {
@@ -162,14 +190,6 @@ inline int resolve_threads(int requested) {
 #else
   (void)requested;
   return 1;
-#endif
-}
-
-inline int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
 #endif
 }
 
@@ -185,36 +205,47 @@ inline void make_eigen_serial() {
 // ---- the kernel contract ----------------------------------------------------
 //
 // A kernel says what a tile means; the engine decides tiles, threads, memory.
-// Required members (checked by static_assert in Engine::run, with K the
+// Required members (checked at compile time by check_kernel, with K the
 // kernel type and S its scalar):
 //
 //   bool   visits(int view_r, int view_c) const;
 //            which of the view blocks (0,0), (0,1), (1,1) of W W^T it needs
 //   S      logit_scale() const;
 //            the tiles hold logit_scale() * w_r . w_c
-//   void   prepare(TileRef<S> X, const Tile& t) const;
-//            masks a fresh tile in place (-inf: not a term)
-//   void   reduce(const TileRef<S>& X, const Tile& t, ThreadSlot<S>& slot) const;
-//            pass 1: online log-sum-exp into slot.m / slot.s (reduce_rows /
-//            reduce_cols), additive value terms into slot.sums.value
-//   double finish(const RowMatrix<S>& W, const ColArray<S>& m, const ColArray<S>& s,
-//                 CallStats<S>& stats) const;
-//            after pass 1 (m, s merged over threads): fills stats.lse /
-//            stats.lse_neg, adds its positive pairs' sums to stats.sums and
-//            returns the value (the engine adds the slots' sums.value)
-//   bool   gradient(const TileRef<S>& X, const Tile& t, const CallStats<S>& stats,
-//                   TileRef<S> H, ThreadSlot<S>& slot) const;
-//            pass 2: H = dL/dK of the tile (false: the tile contributes
-//            nothing); may add to slot.sums.term_derivative / term_dot
-//   void   pair_terms(const RowMatrix<S>& W, const CallStats<S>& stats, RowMatrix<S>& dW) const;
-//            the O(n d) pair contributions (positives) to dL/dW
-//
-// A kernel that can be the second member of a SumKernel (it reads tiles made
-// for another kernel) is additive and also has
-//
-//   void   share_tiles_with_scale(S engine_scale);
-//   void   add_gradient(const TileRef<S>& X, const Tile& t, TileRef<S> H,
-//                       ThreadSlot<S>& slot, bool accumulate) const;
+//   int    stat_count() const;
+//            number of per-row sums pass 1 gives (0: none)
+//   bool   online() const;
+//            true when those sums carry per-row shifts (TileOut::rows_m)
+//            that must be max-merged; false when they share one fixed shift
+//   void   begin(const RowMatrix<S>& W, CallStats<S>& cs) const;
+//            before pass 1, O(n d): e.g. every row's positive logit
+//   void   pass1(TileRef<S> X, const Tile& t, const CallStats<S>& cs, TileOut<S>& out,
+//                bool keep, ThreadSlot<S>& slot) const;
+//            X is the fresh tile: writes the tile's statistics into `out`
+//            and its pair sums; with `keep` the tile is cached for pass 2
+//            and X may be left in whatever form pass 2 wants it (kept)
+//   double finish(const RowMatrix<S>& W, const RowStats<S>& stats, CallStats<S>& cs) const;
+//            after pass 1 (statistics merged over tiles): fills cs, returns
+//            the value (the engine adds the pair sums' value)
+//   bool   pass2(TileRef<S> P, const Tile& t, bool kept, const CallStats<S>& cs,
+//                PairSums& sums, ThreadSlot<S>& slot) const;
+//            turns P into H = dL/dK of the tile in place (P is what pass 1
+//            kept, or the fresh tile when !kept); false: nothing to add
+//   void   pair_terms(const RowMatrix<S>& W, const CallStats<S>& cs, RowMatrix<S>& dW,
+//                     Eigen::Index i0, Eigen::Index i1) const;
+//            the O(n d) pair contributions (positives) of instances [i0, i1)
+
+/// A kernel's view of one tile's statistics in pass 1.
+template <typename S>
+struct TileOut {
+  Eigen::Ref<TileArray<S>> rows;  ///< nr x K
+  Eigen::Ref<TileArray<S>> cols;  ///< nc x K
+  S* rows_m;                      ///< online kernels: nr shifts (else null)
+  S* cols_m;                      ///< online kernels: nc shifts (else null)
+  bool has_rows = false;          ///< the kernel wrote row statistics
+  bool has_cols = false;          ///< the kernel wrote column statistics
+  PairSums* sums;                 ///< the tile's pair sums
+};
 
 namespace contract {
 template <typename...>
@@ -229,93 +260,95 @@ template <typename K, typename S>
 struct has_logit_scale<K, S, std::enable_if_t<std::is_same<decltype(std::declval<const K&>().logit_scale()), S>::value>>
     : std::true_type {};
 template <typename K, typename S, typename = void>
-struct has_prepare : std::false_type {};
+struct has_stats : std::false_type {};
 template <typename K, typename S>
-struct has_prepare<K, S, void_t<decltype(std::declval<const K&>().prepare(std::declval<TileRef<S>>(), std::declval<const Tile&>()))>>
-    : std::true_type {};
+struct has_stats<K, S,
+                 void_t<decltype(int(std::declval<const K&>().stat_count())),
+                        decltype(bool(std::declval<const K&>().online()))>> : std::true_type {};
 template <typename K, typename S, typename = void>
-struct has_reduce : std::false_type {};
+struct has_begin : std::false_type {};
 template <typename K, typename S>
-struct has_reduce<K, S,
-                  void_t<decltype(std::declval<const K&>().reduce(std::declval<const TileRef<S>&>(), std::declval<const Tile&>(),
-                                                                  std::declval<ThreadSlot<S>&>()))>> : std::true_type {};
+struct has_begin<K, S,
+                 void_t<decltype(std::declval<const K&>().begin(std::declval<const RowMatrix<S>&>(),
+                                                                std::declval<CallStats<S>&>()))>> : std::true_type {};
+template <typename K, typename S, typename = void>
+struct has_pass1 : std::false_type {};
+template <typename K, typename S>
+struct has_pass1<K, S,
+                 void_t<decltype(std::declval<const K&>().pass1(
+                     std::declval<TileRef<S>>(), std::declval<const Tile&>(), std::declval<const CallStats<S>&>(),
+                     std::declval<TileOut<S>&>(), true, std::declval<ThreadSlot<S>&>()))>> : std::true_type {};
 template <typename K, typename S, typename = void>
 struct has_finish : std::false_type {};
 template <typename K, typename S>
 struct has_finish<K, S,
                   std::enable_if_t<std::is_same<decltype(std::declval<const K&>().finish(
-                                                    std::declval<const RowMatrix<S>&>(), std::declval<const ColArray<S>&>(),
-                                                    std::declval<const ColArray<S>&>(), std::declval<CallStats<S>&>())),
+                                                    std::declval<const RowMatrix<S>&>(), std::declval<const RowStats<S>&>(),
+                                                    std::declval<CallStats<S>&>())),
                                                 double>::value>> : std::true_type {};
 template <typename K, typename S, typename = void>
-struct has_gradient : std::false_type {};
+struct has_pass2 : std::false_type {};
 template <typename K, typename S>
-struct has_gradient<K, S,
-                    void_t<decltype(bool(std::declval<const K&>().gradient(
-                        std::declval<const TileRef<S>&>(), std::declval<const Tile&>(), std::declval<const CallStats<S>&>(),
-                        std::declval<TileRef<S>>(), std::declval<ThreadSlot<S>&>())))>> : std::true_type {};
+struct has_pass2<K, S,
+                 void_t<decltype(bool(std::declval<const K&>().pass2(
+                     std::declval<TileRef<S>>(), std::declval<const Tile&>(), true, std::declval<const CallStats<S>&>(),
+                     std::declval<PairSums&>(), std::declval<ThreadSlot<S>&>())))>> : std::true_type {};
 template <typename K, typename S, typename = void>
 struct has_pair_terms : std::false_type {};
 template <typename K, typename S>
 struct has_pair_terms<K, S,
-                      void_t<decltype(std::declval<const K&>().pair_terms(std::declval<const RowMatrix<S>&>(),
-                                                                          std::declval<const CallStats<S>&>(),
-                                                                          std::declval<RowMatrix<S>&>()))>> : std::true_type {};
-template <typename K, typename S, typename = void>
-struct has_add_gradient : std::false_type {};
-template <typename K, typename S>
-struct has_add_gradient<K, S,
-                        void_t<decltype(std::declval<const K&>().add_gradient(
-                                   std::declval<const TileRef<S>&>(), std::declval<const Tile&>(), std::declval<TileRef<S>>(),
-                                   std::declval<ThreadSlot<S>&>(), true)),
-                               decltype(std::declval<K&>().share_tiles_with_scale(S(1)))>> : std::true_type {};
+                      void_t<decltype(std::declval<const K&>().pair_terms(
+                          std::declval<const RowMatrix<S>&>(), std::declval<const CallStats<S>&>(),
+                          std::declval<RowMatrix<S>&>(), Eigen::Index(0), Eigen::Index(0)))>> : std::true_type {};
 }  // namespace contract
 
 /// True when K meets the kernel contract for scalar S.
 template <typename K, typename S>
 constexpr bool is_kernel_v = contract::has_visits<K, S>::value && contract::has_logit_scale<K, S>::value &&
-                             contract::has_prepare<K, S>::value && contract::has_reduce<K, S>::value &&
-                             contract::has_finish<K, S>::value && contract::has_gradient<K, S>::value &&
-                             contract::has_pair_terms<K, S>::value;
-
-/// True when K is a kernel that can also read another kernel's tiles.
-template <typename K, typename S>
-constexpr bool is_additive_kernel_v = is_kernel_v<K, S> && contract::has_add_gradient<K, S>::value;
+                             contract::has_stats<K, S>::value && contract::has_begin<K, S>::value &&
+                             contract::has_pass1<K, S>::value && contract::has_finish<K, S>::value &&
+                             contract::has_pass2<K, S>::value && contract::has_pair_terms<K, S>::value;
 
 /// Compile-time check of the contract, one message per missing member.
 template <typename K, typename S>
 constexpr bool check_kernel() {
   static_assert(contract::has_visits<K, S>::value, "contrastive kernel: missing bool visits(int, int) const");
   static_assert(contract::has_logit_scale<K, S>::value, "contrastive kernel: missing S logit_scale() const");
-  static_assert(contract::has_prepare<K, S>::value, "contrastive kernel: missing void prepare(TileRef<S>, const Tile&) const");
-  static_assert(contract::has_reduce<K, S>::value,
-                "contrastive kernel: missing void reduce(const TileRef<S>&, const Tile&, ThreadSlot<S>&) const");
+  static_assert(contract::has_stats<K, S>::value,
+                "contrastive kernel: missing int stat_count() const or bool online() const");
+  static_assert(contract::has_begin<K, S>::value,
+                "contrastive kernel: missing void begin(const RowMatrix<S>&, CallStats<S>&) const");
+  static_assert(contract::has_pass1<K, S>::value,
+                "contrastive kernel: missing void pass1(TileRef<S>, const Tile&, const CallStats<S>&, TileOut<S>&, "
+                "bool, ThreadSlot<S>&) const");
   static_assert(contract::has_finish<K, S>::value,
-                "contrastive kernel: missing double finish(const RowMatrix<S>&, const ColArray<S>&, const ColArray<S>&, "
-                "CallStats<S>&) const");
-  static_assert(contract::has_gradient<K, S>::value,
-                "contrastive kernel: missing bool gradient(const TileRef<S>&, const Tile&, const CallStats<S>&, "
-                "TileRef<S>, ThreadSlot<S>&) const");
+                "contrastive kernel: missing double finish(const RowMatrix<S>&, const RowStats<S>&, CallStats<S>&) const");
+  static_assert(contract::has_pass2<K, S>::value,
+                "contrastive kernel: missing bool pass2(TileRef<S>, const Tile&, bool, const CallStats<S>&, PairSums&, "
+                "ThreadSlot<S>&) const");
   static_assert(contract::has_pair_terms<K, S>::value,
-                "contrastive kernel: missing void pair_terms(const RowMatrix<S>&, const CallStats<S>&, RowMatrix<S>&) const");
+                "contrastive kernel: missing void pair_terms(const RowMatrix<S>&, const CallStats<S>&, RowMatrix<S>&, "
+                "Index, Index) const");
   return true;
 }
 
 /// What the engine decided for one call (Engine::plan).
 struct Plan {
-  Eigen::Index chunk = 1;  // tile edge
+  Eigen::Index chunk = 1;     // tile edge
+  Eigen::Index blocks = 0;    // row blocks per view
   int threads = 1;
-  bool cache = false;      // tiles kept between the passes
-  bool gradient = false;   // the gradient pass runs
+  bool materialised = false;  // per-tile statistics, owners merge (else rounds)
+  bool cache = false;         // tiles kept between the passes
+  bool cache_scratch = false; // a value call computing its tiles in a gradient call's cache
+  bool gradient = false;      // the gradient pass runs
+  int stats = 0;              // per-row statistics of the kernel
+  bool online = false;
 };
 
-/// The value and Euler's sum sum_r w_r . dL/dw_r of a gradient call.
-struct ValueAndEuler {
-  double value = 0;
-  double euler = 0;
-};
+/// The largest number of tiles one call may use (tile_size too small for n).
+constexpr std::size_t kMaxTiles = std::size_t(1) << 26;
 
-/// The engine: plan -> size -> reduction pass -> gradient pass.
+/// The engine: plan -> size -> pass 1 -> finish -> pass 2 -> pair terms.
 template <typename S>
 class Engine {
  public:
@@ -335,58 +368,95 @@ class Engine {
   }
 
   /// Runs the kernel over the tiles.  Returns the loss value; with want_grad
-  /// dL/dW is left in the first slot's dw and the statistics in b.stats.
+  /// dL/dW is left in b.dw; the kernel's results are in b.cs.
   template <typename Kernel>
-  static double run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad) {
+  static double run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad,
+                    const char* where) {
     static_assert(check_kernel<Kernel, S>(), "contrastive: not a kernel");
-    const Plan p = plan(kernel, b, opt, want_grad);
+    const Plan p = plan(kernel, b, opt, want_grad, where);
     size(b, p);
-    const double value = reduction_pass(kernel, b, p);
-    if (want_grad) gradient_pass(kernel, b, p);
+    b.cs.online = p.online;
+    kernel.begin(b.w, b.cs);
+    pass1(kernel, b, p);
+    double value = kernel.finish(b.w, b.stats, b.cs);
+    PairSums sums;
+    for (const auto& s : b.tile_sums) sums.add(s);
+    value += sums.value;
+    if (want_grad) {
+      pass2(kernel, b, p);
+      sums = PairSums{};
+      for (const auto& s : b.tile_sums) sums.add(s);
+      kernel.pair_terms(b.w, b.cs, b.dw, 0, b.w.rows() / 2);
+    }
+    b.cs.sums.add(sums);
     return value;
   }
 
-  /// Chooses tiles, threads and whether tiles are cached.
+  /// Chooses tiles, threads and the schedule.
   template <typename Kernel>
-  static Plan plan(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad) {
+  static Plan plan(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad, const char* where) {
     const Eigen::Index n = b.w.rows() / 2, d = b.w.cols();
     Plan p;
     p.gradient = want_grad;
-    // Small batches: at least two chunks per view, so that there are enough
-    // tiles for the threads (measured: n = 256 pairs runs 1.4x faster with
-    // 128-row tiles than with one 256-row tile per block).
+    p.stats = kernel.stat_count();
+    p.online = kernel.online();
+    // Threads first, from the work of the whole similarity matrix.
+    const double pairs = static_cast<double>(n) * static_cast<double>(n) * (kernel.visits(0, 0) ? 2.0 : 1.0);
+    int threads = pairs * static_cast<double>(d) < opt.parallel_threshold ? 1 : resolve_threads(opt.num_threads);
+#ifdef _OPENMP
+    // Inside an enclosing parallel region without nested parallelism a
+    // region of ours gets one thread: plan for that one.
+    if (omp_in_parallel() && omp_get_max_active_levels() <= omp_get_active_level()) threads = 1;
+#endif
+    // One thread: tiles as large as allowed (fewer, larger GEMMs).  Several:
+    // small batches get at least two chunks per view, so that there are
+    // enough tiles for the threads (measured: n = 256 pairs ran 1.4x faster
+    // on 2 threads with 128-row tiles than with one 256-row tile per block).
     p.chunk = std::min<Eigen::Index>(opt.tile_size, n);
-    if (n < 2 * opt.tile_size && n >= 128) p.chunk = ((n + 1) / 2 + 7) / 8 * 8;
-    build_tiles(kernel, b, n, p.chunk);
-    const long ntiles = static_cast<long>(b.tiles.size());
-    double work = 0;
-    std::size_t cache_bytes = 0;
-    for (const auto& t : b.tiles) {
-      work += static_cast<double>(t.nr * t.nc) * static_cast<double>(d);
-      cache_bytes += sizeof(S) * static_cast<std::size_t>(t.nr * t.nc);
-    }
-    p.threads = work < opt.parallel_threshold
-                    ? 1
-                    : static_cast<int>(std::max<long>(1, std::min<long>(resolve_threads(opt.num_threads), ntiles)));
-    p.cache = want_grad && cache_bytes <= opt.memory_budget_bytes;
+    if (threads > 1 && n < 2 * opt.tile_size && n >= 128)
+      p.chunk = std::min<Eigen::Index>(opt.tile_size, ((n + 1) / 2 + 7) / 8 * 8);
+    p.blocks = (n + p.chunk - 1) / p.chunk;
+    const double nb = static_cast<double>(p.blocks);
+    if (3.0 * nb * nb > static_cast<double>(kMaxTiles))
+      fail_field(where, "tile_size",
+                 "is too small for a batch of " + std::to_string(n) + " pairs (it would take more than 2^26 tiles) " +
+                     got(opt.tile_size));
+    build_tiles(kernel, b, n, p.chunk, p.blocks);
+    const auto ntiles = static_cast<long>(b.tiles.size());
+    double cache_bytes = 0;
+    for (const auto& t : b.tiles)
+      cache_bytes += static_cast<double>(sizeof(S)) * static_cast<double>(t.nr) * static_cast<double>(t.nc);
+    const long units = std::max<long>(ntiles, 2 * static_cast<long>(p.blocks));
+    p.threads = static_cast<int>(std::max<long>(1, std::min<long>(threads, units)));
+    p.materialised = cache_bytes <= static_cast<double>(opt.memory_budget_bytes);
+    p.cache = p.materialised && want_grad;
+    // A value call between gradient calls computes its tiles in their cache
+    // (same shapes): no scratch tiles, and the workspace keeps its size.
+    p.cache_scratch = p.materialised && !want_grad && b.cache.size() == b.tiles.size();
+    for (std::size_t t = 0; p.cache_scratch && t < b.tiles.size(); ++t)
+      p.cache_scratch = b.cache[t].rows() == b.tiles[t].nr && b.cache[t].cols() == b.tiles[t].nc;
     return p;
   }
 
-  /// Sizes the per-thread slots and the tile cache for a plan.
+  /// Sizes the shared arrays, the per-thread slots and the tile cache.
   static void size(Buffers<S>& b, const Plan& p) {
-    const Eigen::Index n2 = b.w.rows(), d = b.w.cols();
+    const Eigen::Index n2 = b.w.rows(), d = b.w.cols(), k = p.stats;
     b.threads = p.threads;
     if (p.gradient) b.streamed = !p.cache;  // (a value call leaves the last gradient call's)
     b.slots.resize(static_cast<std::size_t>(p.threads));
     for (auto& sl : b.slots) {
-      sl.x.resize(p.chunk, p.chunk);
-      sl.h.resize(p.chunk, p.chunk);
-      sl.vr.resize(2 * p.chunk);
-      sl.m.setZero(n2);
-      sl.s.setZero(n2);
-      sl.sums = PairSums{};
-      if (p.gradient) sl.dw.setZero(n2, d);
+      if (!p.cache && !p.cache_scratch) sl.x.resize(p.chunk, p.chunk);
+      sl.v.resize(4 * p.chunk);
+      sl.chunk = p.chunk;
+      if (!p.materialised) size_stats(sl.ts, p.chunk, k, p.online);
     }
+    b.stats.s.setZero(n2, k);
+    if (p.online) b.stats.m.setZero(n2);
+    b.tile_sums.assign(b.tiles.size(), PairSums{});
+    b.cs.sums = PairSums{};
+    b.cs.dtau = 0;
+    if (p.materialised) size_stats(b.tile_stats, static_cast<Eigen::Index>(b.tiles.size()) * p.chunk, k, p.online);
+    if (p.gradient) b.dw.setZero(n2, d);
     if (p.cache) {
       b.cache.resize(b.tiles.size());
       for (std::size_t t = 0; t < b.tiles.size(); ++t) b.cache[t].resize(b.tiles[t].nr, b.tiles[t].nc);
@@ -395,50 +465,8 @@ class Engine {
       // (A value-only call keeps them for the next gradient call.)
       b.cache.clear();
       b.cache.shrink_to_fit();
+      b.tile_stats = TileStats<S>{};
     }
-  }
-
-  /// Pass 1: similarity tiles and the per-row reductions, merged over the
-  /// threads; the kernel's finish() turns them into the statistics and the
-  /// value.
-  template <typename Kernel>
-  static double reduction_pass(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
-    const S scale = kernel.logit_scale();
-    for_each_tile(b, p, [&](const Tile& tile, TileRef<S>& X, ThreadSlot<S>& sl) {
-      similarity_tile(kernel, b, tile, scale, X);
-      kernel.reduce(X, tile, sl);
-    });
-    const Eigen::Index n2 = b.w.rows();
-    ThreadSlot<S>& s0 = b.slots[0];
-    for (std::size_t t = 1; t < b.slots.size(); ++t)
-      for (Eigen::Index r = 0; r < n2; ++r) lse_merge(s0.m[r], s0.s[r], b.slots[t].m[r], b.slots[t].s[r]);
-    b.stats.sums = PairSums{};
-    double value = kernel.finish(b.w, s0.m, s0.s, b.stats);
-    for (auto& sl : b.slots) {
-      value += sl.sums.value;
-      sl.sums = PairSums{};
-    }
-    return value;
-  }
-
-  /// Pass 2: tile gradients pushed back through two GEMMs into the slots'
-  /// accumulators, merged into the first slot, plus the kernel's pair terms.
-  template <typename Kernel>
-  static void gradient_pass(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
-    const S scale = kernel.logit_scale();
-    for_each_tile(b, p, [&](const Tile& tile, TileRef<S>& X, ThreadSlot<S>& sl) {
-      if (!p.cache) similarity_tile(kernel, b, tile, scale, X);
-      TileRef<S> H(sl.h.topLeftCorner(tile.nr, tile.nc));
-      if (!kernel.gradient(X, tile, b.stats, H, sl)) return;
-      // A diagonal tile's H already holds G + G^T of the symmetric block.
-      sl.dw.middleRows(tile.r0, tile.nr).noalias() += H.matrix() * b.w.middleRows(tile.c0, tile.nc);
-      if (!tile.diagonal())
-        sl.dw.middleRows(tile.c0, tile.nc).noalias() += H.matrix().transpose() * b.w.middleRows(tile.r0, tile.nr);
-    });
-    ThreadSlot<S>& s0 = b.slots[0];
-    for (std::size_t t = 1; t < b.slots.size(); ++t) s0.dw += b.slots[t].dw;
-    for (const auto& sl : b.slots) b.stats.sums.add(sl.sums);
-    kernel.pair_terms(b.w, b.stats, s0.dw);
   }
 
   /// Checks the views, loads them and runs the value pass.
@@ -447,66 +475,270 @@ class Engine {
                          const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const char* where) {
     check_views(where, za, zb);
     load(b, za, zb, where);
-    return run(kernel, b, opt, false);
+    return run(kernel, b, opt, false, where);
   }
 
   /// Checks views and outputs (nothing is written on an exception), runs both
   /// passes and writes dL/dza, dL/dzb.
   template <typename Kernel, typename DA, typename DB, typename GA, typename GB>
-  static ValueAndEuler evaluate_grad(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt,
-                                     const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                     const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                                     const char* where) {
+  static double evaluate_grad(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt,
+                              const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                              const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                              const char* where) {
     check_views(where, za, zb);
     check_output_shape(where, "grad_a", grad_a, za.rows(), za.cols());
     check_output_shape(where, "grad_b", grad_b, zb.rows(), zb.cols());
+    check_distinct_outputs(where, grad_a, grad_b);
     load(b, za, zb, where);
-    const double v = run(kernel, b, opt, true);
-    return {v, backprop(b, grad_a, grad_b)};
+    const double v = run(kernel, b, opt, true, where);
+    backprop(b, grad_a, grad_b);
+    return v;
   }
 
   /// Back through the normalisation into the caller's outputs:
-  /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped
-  /// row.  Returns sum_r w_r . dw_r (= 2 <dL/dK, K>, used for the
-  /// temperature derivative).
+  /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped row.
   template <typename GA, typename GB>
-  static double backprop(const Buffers<S>& b, const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b) {
+  static void backprop(const Buffers<S>& b, const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b) {
     const Eigen::Index n = b.w.rows() / 2;
-    const RowMatrix<S>& dw = b.slots[0].dw;
-    return backprop_rows(b.w, b.inv_norm, b.clamped, dw, 0, grad_a) +
-           backprop_rows(b.w, b.inv_norm, b.clamped, dw, n, grad_b);
+    backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a);
+    backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b);
   }
 
  private:
-  /// Calls f(tile, X, slot) for every tile of the plan on p.threads
-  /// threads (tiles dealt round-robin, Eigen serial inside); X is the cached
-  /// tile or the thread's scratch tile.
-  template <typename F>
-  static void for_each_tile(Buffers<S>& b, const Plan& p, F&& f) {
+  static void size_stats(TileStats<S>& ts, Eigen::Index rows, Eigen::Index k, bool online) {
+    ts.rows.resize(rows, k);
+    ts.cols.resize(rows, k);
+    ts.rows_m.resize(online ? rows : 0);
+    ts.cols_m.resize(online ? rows : 0);
+  }
+
+  /// Adds one tile's statistics (rows r0..r0+nr of `src`, with shifts `m`
+  /// when online) into the merged per-row statistics.
+  static void merge(RowStats<S>& st, bool online, Eigen::Index r0, const Eigen::Ref<const TileArray<S>>& src,
+                    const S* m) {
+    const Eigen::Index nr = src.rows(), k = src.cols();
+    if (!online) {
+      st.s.middleRows(r0, nr) += src;
+      return;
+    }
+    for (Eigen::Index i = 0; i < nr; ++i) {
+      const Eigen::Index r = r0 + i;
+      const S st0 = src(i, 0);
+      if (!(st0 > S(0))) continue;  // no term of this row in the tile
+      if (!(st.s(r, 0) > S(0))) {
+        st.m[r] = m[i];
+        st.s.row(r) = src.row(i);
+      } else if (m[i] > st.m[r]) {
+        st.s.row(r) = st.s.row(r) * std::exp(st.m[r] - m[i]) + src.row(i);
+        st.m[r] = m[i];
+      } else {
+        st.s.row(r) += src.row(i) * std::exp(m[i] - st.m[r]);
+      }
+    }
+    (void)k;
+  }
+
+  /// The tile's view of its statistics in `ts`, starting at row `off`.
+  static TileOut<S> tile_out(TileStats<S>& ts, Eigen::Index off, const Tile& t, PairSums& sums) {
+    const Eigen::Index k = ts.rows.cols();
+    TileOut<S> out{ts.rows.block(off, 0, t.nr, k), ts.cols.block(off, 0, t.nc, k),
+                   ts.rows_m.size() ? ts.rows_m.data() + off : nullptr,
+                   ts.cols_m.size() ? ts.cols_m.data() + off : nullptr, false, false, &sums};
+    return out;
+  }
+
+  template <typename Kernel>
+  static void similarity_tile(const Kernel& kernel, const Buffers<S>& b, const Tile& tile, TileRef<S>& X) {
+    const S scale = kernel.logit_scale();
+    X.matrix().noalias() = (scale * b.w.middleRows(tile.r0, tile.nr)) * b.w.middleRows(tile.c0, tile.nc).transpose();
+  }
+
+  /// Pass 1: every tile once; the kernel's statistics merged per row in a
+  /// fixed order.
+  template <typename Kernel>
+  static void pass1(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
     const long ntiles = static_cast<long>(b.tiles.size());
+    if (p.materialised) {
+      std::vector<unsigned char> flags(b.tiles.size(), 0);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+#endif
+      {
+        FlushSubnormals guard;
+        make_eigen_serial();
+        note_threads(b);
+        ThreadSlot<S>& sl = slot(b);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (long ti = 0; ti < ntiles; ++ti) {
+          const auto t = static_cast<std::size_t>(ti);
+          const Tile& tile = b.tiles[t];
+          TileRef<S> X = (p.cache || p.cache_scratch) ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+          similarity_tile(kernel, b, tile, X);
+          TileOut<S> out = tile_out(b.tile_stats, tile.slot * p.chunk, tile, b.tile_sums[t]);
+          kernel.pass1(X, tile, b.cs, out, p.cache, sl);
+          flags[t] = static_cast<unsigned char>((out.has_rows ? 1 : 0) | (out.has_cols ? 2 : 0));
+        }
+        if (p.stats > 0) {
+          // Owners: each row block adds the statistics of its tiles in tile order.
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+          for (long q = 0; q < 2 * static_cast<long>(p.blocks); ++q) {
+            for (std::size_t e = b.touch_off[static_cast<std::size_t>(q)]; e < b.touch_off[static_cast<std::size_t>(q) + 1]; ++e) {
+              const auto t = static_cast<std::size_t>(b.touch[e] >> 1);
+              const bool as_col = (b.touch[e] & 1u) != 0;
+              const Tile& tile = b.tiles[t];
+              const Eigen::Index off = tile.slot * p.chunk;
+              if (!as_col && (flags[t] & 1u))
+                merge(b.stats, p.online, tile.r0, b.tile_stats.rows.middleRows(off, tile.nr),
+                      p.online ? b.tile_stats.rows_m.data() + off : nullptr);
+              if (as_col && (flags[t] & 2u))
+                merge(b.stats, p.online, tile.c0, b.tile_stats.cols.middleRows(off, tile.nc),
+                      p.online ? b.tile_stats.cols_m.data() + off : nullptr);
+            }
+          }
+        }
+      }
+      return;
+    }
+    // Streamed: rounds of tiles that share no row block.
 #ifdef _OPENMP
 #pragma omp parallel num_threads(p.threads) if (p.threads > 1)
 #endif
     {
+      FlushSubnormals guard;
       make_eigen_serial();
-      ThreadSlot<S>& sl = b.slots[static_cast<std::size_t>(thread_id())];
+      note_threads(b);
+      ThreadSlot<S>& sl = slot(b);
+      for (std::size_t k = 0; k + 1 < b.rounds.size(); ++k) {
+        const long lo = static_cast<long>(b.rounds[k]), hi = static_cast<long>(b.rounds[k + 1]);
 #ifdef _OPENMP
-#pragma omp for schedule(static, 1)
+#pragma omp for schedule(static)
 #endif
-      for (long t = 0; t < ntiles; ++t) {
-        const Tile& tile = b.tiles[static_cast<std::size_t>(t)];
-        TileRef<S> X = p.cache ? TileRef<S>(b.cache[static_cast<std::size_t>(t)])
-                               : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
-        f(tile, X, sl);
+        for (long ti = lo; ti < hi; ++ti) {
+          const auto t = static_cast<std::size_t>(ti);
+          const Tile& tile = b.tiles[t];
+          TileRef<S> X(sl.x.topLeftCorner(tile.nr, tile.nc));
+          similarity_tile(kernel, b, tile, X);
+          TileOut<S> out = tile_out(sl.ts, 0, tile, b.tile_sums[t]);
+          kernel.pass1(X, tile, b.cs, out, false, sl);
+          if (out.has_rows)
+            merge(b.stats, p.online, tile.r0, sl.ts.rows.topRows(tile.nr), p.online ? sl.ts.rows_m.data() : nullptr);
+          if (out.has_cols)
+            merge(b.stats, p.online, tile.c0, sl.ts.cols.topRows(tile.nc), p.online ? sl.ts.cols_m.data() : nullptr);
+        }
       }
     }
   }
 
+  /// Pass 2: every tile's H = dL/dK and the two GEMMs, added per row block
+  /// in a fixed order.
   template <typename Kernel>
-  static void build_tiles(const Kernel& kernel, Buffers<S>& b, Eigen::Index n, Eigen::Index chunk) {
-    b.tiles.clear();
-    const Eigen::Index nb = (n + chunk - 1) / chunk;
+  static void pass2(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
+    const long ntiles = static_cast<long>(b.tiles.size());
+    if (p.cache) {
+      std::vector<unsigned char> active(b.tiles.size(), 0);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+#endif
+      {
+        FlushSubnormals guard;
+        make_eigen_serial();
+        ThreadSlot<S>& sl = slot(b);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (long ti = 0; ti < ntiles; ++ti) {
+          const auto t = static_cast<std::size_t>(ti);
+          active[t] = kernel.pass2(TileRef<S>(b.cache[t]), b.tiles[t], true, b.cs, b.tile_sums[t], sl) ? 1 : 0;
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (long q = 0; q < 2 * static_cast<long>(p.blocks); ++q) {
+          for (std::size_t e = b.touch_off[static_cast<std::size_t>(q)]; e < b.touch_off[static_cast<std::size_t>(q) + 1]; ++e) {
+            const auto t = static_cast<std::size_t>(b.touch[e] >> 1);
+            if (!active[t]) continue;
+            const Tile& tile = b.tiles[t];
+            const auto H = b.cache[t].matrix();
+            // A diagonal tile's H already holds G + G^T of the symmetric block.
+            if ((b.touch[e] & 1u) == 0)
+              b.dw.middleRows(tile.r0, tile.nr).noalias() += H * b.w.middleRows(tile.c0, tile.nc);
+            else
+              b.dw.middleRows(tile.c0, tile.nc).noalias() += H.transpose() * b.w.middleRows(tile.r0, tile.nr);
+          }
+        }
+      }
+      return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+#endif
+    {
+      FlushSubnormals guard;
+      make_eigen_serial();
+      ThreadSlot<S>& sl = slot(b);
+      for (std::size_t k = 0; k + 1 < b.rounds.size(); ++k) {
+        const long lo = static_cast<long>(b.rounds[k]), hi = static_cast<long>(b.rounds[k + 1]);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (long ti = lo; ti < hi; ++ti) {
+          const auto t = static_cast<std::size_t>(ti);
+          const Tile& tile = b.tiles[t];
+          TileRef<S> X(sl.x.topLeftCorner(tile.nr, tile.nc));
+          similarity_tile(kernel, b, tile, X);
+          if (!kernel.pass2(X, tile, false, b.cs, b.tile_sums[t], sl)) continue;
+          b.dw.middleRows(tile.r0, tile.nr).noalias() += X.matrix() * b.w.middleRows(tile.c0, tile.nc);
+          if (!tile.diagonal())
+            b.dw.middleRows(tile.c0, tile.nc).noalias() += X.matrix().transpose() * b.w.middleRows(tile.r0, tile.nr);
+        }
+      }
+    }
+  }
+
+  /// Records the threads the region really has (an enclosing region or a
+  /// thread limit may give fewer than planned).
+  static void note_threads(Buffers<S>& b) {
+#ifdef _OPENMP
+    if (omp_get_thread_num() == 0) b.threads = omp_get_num_threads();
+#else
+    b.threads = 1;
+#endif
+  }
+
+  static ThreadSlot<S>& slot(Buffers<S>& b) {
+#ifdef _OPENMP
+    return b.slots[static_cast<std::size_t>(omp_get_thread_num())];
+#else
+    return b.slots[0];
+#endif
+  }
+
+  /// The tiles of the view blocks the kernel visits, ordered by streaming
+  /// round (no two tiles of a round share a row block), and per row block
+  /// the tiles touching it.
+  ///
+  /// Row blocks are numbered q = view * blocks + chunk index.  Rounds:
+  /// cross-view only (CLIP, InfoNCE): tile (a, c) in round (a + c) mod B,
+  /// B rounds of B tiles; otherwise the circle method on V' (the smallest
+  /// odd number >= the blocks involved): pair {a, b} in round (a + b) mod V',
+  /// the diagonal tile of a in round 2a mod V' (the round a sits out).
+  template <typename Kernel>
+  static void build_tiles(const Kernel& kernel, Buffers<S>& b, Eigen::Index n, Eigen::Index chunk, Eigen::Index nb) {
+    struct Entry {
+      Tile t;
+      Eigen::Index round;
+    };
+    std::vector<Entry> entries;
+    const bool within = kernel.visits(0, 0) || kernel.visits(1, 1);
     const int blocks[3][2] = {{0, 0}, {0, 1}, {1, 1}};
+    // Blocks involved in the circle method: all 2B, or B per view when only
+    // within-view blocks are visited (the two views then share rounds).
+    const Eigen::Index span = kernel.visits(0, 1) ? 2 * nb : nb;
+    const Eigen::Index odd = span % 2 == 1 ? span : span + 1;
     for (const auto& bl : blocks) {
       if (!kernel.visits(bl[0], bl[1])) continue;
       for (Eigen::Index I = 0; I < nb; ++I)
@@ -519,15 +751,42 @@ class Engine {
           t.view_r = bl[0];
           t.view_c = bl[1];
           t.same_chunk = (I == J);
-          b.tiles.push_back(t);
+          t.rb = bl[0] * nb + I;
+          t.cb = bl[1] * nb + J;
+          Eigen::Index round;
+          if (!within) {
+            round = (I + J) % nb;
+          } else {
+            const Eigen::Index a = span == nb ? I : t.rb, c = span == nb ? J : t.cb;
+            round = (a + c) % odd;  // a == c: 2a mod odd
+          }
+          entries.push_back({t, round});
         }
     }
-  }
-
-  template <typename Kernel>
-  static void similarity_tile(const Kernel& kernel, const Buffers<S>& b, const Tile& tile, S scale, TileRef<S>& X) {
-    X.matrix().noalias() = (scale * b.w.middleRows(tile.r0, tile.nr)) * b.w.middleRows(tile.c0, tile.nc).transpose();
-    kernel.prepare(X, tile);
+    std::stable_sort(entries.begin(), entries.end(), [](const Entry& x, const Entry& y) { return x.round < y.round; });
+    b.tiles.clear();
+    b.rounds.clear();
+    for (std::size_t k = 0; k < entries.size(); ++k) {
+      if (k == 0 || entries[k].round != entries[k - 1].round) b.rounds.push_back(k);
+      entries[k].t.slot = static_cast<Eigen::Index>(k);
+      b.tiles.push_back(entries[k].t);
+    }
+    b.rounds.push_back(entries.size());
+    // Per row block, the tiles touching it, in tile order.
+    const auto nq = static_cast<std::size_t>(2 * nb);
+    b.touch_off.assign(nq + 1, 0);
+    for (const auto& t : b.tiles) {
+      ++b.touch_off[static_cast<std::size_t>(t.rb) + 1];
+      if (!t.diagonal()) ++b.touch_off[static_cast<std::size_t>(t.cb) + 1];
+    }
+    for (std::size_t q = 0; q < nq; ++q) b.touch_off[q + 1] += b.touch_off[q];
+    b.touch.resize(b.touch_off[nq]);
+    std::vector<std::size_t> fill(b.touch_off.begin(), b.touch_off.end() - 1);
+    for (std::size_t k = 0; k < b.tiles.size(); ++k) {
+      const Tile& t = b.tiles[k];
+      b.touch[fill[static_cast<std::size_t>(t.rb)]++] = static_cast<std::uint64_t>(k) << 1;
+      if (!t.diagonal()) b.touch[fill[static_cast<std::size_t>(t.cb)]++] = (static_cast<std::uint64_t>(k) << 1) | 1u;
+    }
   }
 };
 

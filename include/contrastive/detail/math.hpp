@@ -46,19 +46,6 @@ S log_weight(double c) {
   return c > 0.0 ? static_cast<S>(std::log(c)) : -std::numeric_limits<S>::infinity();
 }
 
-/// dL/dtau of a loss whose logits are K / tau, from Euler's identity for the
-/// bilinear similarities: with euler = sum_r w_r . dL/dw_r = 2 <dL/dK, K>
-/// (K already divided by tau),
-///   dL/dtau = -<dL/dK, K> / tau = -(euler / 2 - other_dot) / tau,
-/// where other_dot is the share of <dL/dK, K> that belongs to terms that do
-/// not depend on tau (e.g. additive terms summed with the loss).
-inline double temperature_gradient(double euler, double tau, double other_dot = 0.0) {
-  return -(euler / 2.0 - other_dot) / tau;
-}
-
-/// dL/dt of a loss whose logits are t * s (+ b): <dL/dx, x> / t with the
-/// same Euler sum.
-inline double logit_scale_gradient(double euler, double t) { return euler / (2.0 * t); }
 
 }  // namespace detail
 }  // namespace contrastive
