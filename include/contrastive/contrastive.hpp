@@ -4,9 +4,7 @@
 // Umbrella header: include this one (or only the loss headers you use).
 #pragma once
 
-#define CONTRASTIVE_VERSION_MAJOR 0
-#define CONTRASTIVE_VERSION_MINOR 2
-#define CONTRASTIVE_VERSION_PATCH 0
+#include "version.hpp"
 
 #include "api.hpp"
 #include "engine.hpp"
