@@ -37,5 +37,32 @@ if [[ "$(basename "${CXX:-c++}")" != clang++* ]]; then
   fi
   CXX=clang++ timed "the clang subset" smoke build-clang -DCMAKE_BUILD_TYPE=Release
 fi
+# ThreadSanitizer over the concurrency tests (clang with LLVM's OpenMP, whose
+# Archer tool tells TSan about OpenMP's synchronisation), and libFuzzer with
+# ASan + UBSan over every loss for a bounded time, starting from the
+# committed corpus (copied: libFuzzer adds what it finds to its first corpus).
+tsan() {
+  local dir=build-tsan archer
+  archer=$(clang++ -print-resource-dir)/../../libarcher.so
+  [[ -f "$archer" ]] || archer=$(find /usr/lib/llvm-*/lib -name libarcher.so | head -n 1)
+  CXX=clang++ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONTRASTIVE_WERROR=ON -DCONTRASTIVE_TSAN=ON \
+    -DCONTRASTIVE_BUILD_EXAMPLES=OFF
+  cmake --build "$dir" -j"$jobs" --target test_concurrency
+  OMP_TOOL_LIBRARIES="$archer" TSAN_OPTIONS="halt_on_error=1 ignore_noninstrumented_modules=1" \
+    "$dir/tests/test_concurrency"
+}
+fuzz() {
+  local dir=build-fuzz corpus
+  CXX=clang++ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONTRASTIVE_WERROR=ON -DCONTRASTIVE_FUZZ=ON \
+    -DCONTRASTIVE_BUILD_EXAMPLES=OFF
+  cmake --build "$dir" -j"$jobs" --target fuzz_losses
+  corpus=$(mktemp -d)
+  cp tests/fuzz/corpus/* "$corpus"
+  "$dir/tests/fuzz_losses" -max_total_time="${CONTRASTIVE_FUZZ_SECONDS:-120}" -rss_limit_mb=4096 -timeout=30 \
+    -print_final_stats=1 "$corpus"
+  rm -rf "$corpus"
+}
+timed "the ThreadSanitizer concurrency tests" tsan
+timed "fuzzing every loss" fuzz
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   timed "the sanitizer build and tests" run "build-sanitize$suffix" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONTRASTIVE_SANITIZE=ON
