@@ -359,41 +359,19 @@ class InfoNCEFamily : public TwoViewLoss<InfoNCEFamily<Scalar>, Scalar>, public 
   Eigen::Index anchors(Eigen::Index n) const { return params_.direction == Direction::Symmetric ? 2 * n : n; }
 
  private:
-  template <typename DA, typename DB>
-  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
-                  const CallOptions<Scalar>& call) const {
-    const auto k = kernel(za, zb, b, call, false);
-    const auto v = static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, name_));
-    detail::publish_per_anchor(call, b.losses);
-    return v;
+  friend struct detail::EngineCall;
+  detail::Accepts accepts() const { return {true, true, false}; }
+  bool requires_labels() const { return false; }
+  std::vector<double> signature() const {
+    return {params_.temperature, params_.cross_weight, params_.within_weight,
+            params_.positive_in_denominator ? 1.0 : 0.0, params_.direction == Direction::Symmetric ? 1.0 : 0.0};
   }
-
-  template <typename DA, typename DB, typename GA, typename GB>
-  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
-                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
-    const auto k = kernel(za, zb, b, call, g[0] != nullptr);
-    const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
-    if (g[0]) *g[0] = static_cast<Scalar>(b.cs.dtau);
-    detail::publish_per_anchor(call, b.losses);
-    return static_cast<Scalar>(v);
+  template <typename F>
+  double with_kernel(const detail::Batch<Scalar>& batch, F&& f) const {
+    return f(detail::InfoNCEKernel<Scalar>(params_, batch.n, batch.ids, batch.coef, batch.losses, batch.want_dtau));
   }
-
-  // Validates the call (before anything is written) and builds the kernel;
-  // per-anchor coefficients and losses live in the workspace.
-  template <typename DA, typename DB>
-  detail::InfoNCEKernel<Scalar> kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call,
-                                       bool want_dtau) const {
-    detail::check_call(name_, call, detail::Accepts{true, true, false});
-    detail::check_views(name_, za, zb);
-    const Eigen::Index* ids = detail::checked_ids(name_, za, zb, call.instance_ids);
-    const bool per = call.reduction != Reduction::Mean || call.anchor_weights.given() || call.per_anchor.given();
-    if (!per) return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids, nullptr, nullptr, want_dtau);
-    const Eigen::Index a = anchors(za.rows());
-    detail::anchor_coefficients(name_, call, a, b.coef);
-    b.losses.assign(static_cast<std::size_t>(a), Scalar(0));
-    return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids, &b.coef, b.losses.data(), want_dtau);
+  void scalar_gradients(const detail::CallStats<Scalar>& cs, Scalar* const* g) const {
+    if (g[0]) *g[0] = static_cast<Scalar>(cs.dtau);
   }
 };
 

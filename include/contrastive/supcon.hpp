@@ -144,38 +144,17 @@ class SupCon : public TwoViewLoss<SupCon<Scalar>, Scalar>, public LossSettings<S
 
  private:
   static constexpr const char* kName = "contrastive::SupCon";
-
-  template <typename DA, typename DB>
-  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
-                  const CallOptions<Scalar>& call) const {
-    check_labels(za, zb, call);
-    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels, false);
-    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, kName));
+  friend struct detail::EngineCall;
+  detail::Accepts accepts() const { return {false, false, true}; }
+  bool requires_labels() const { return true; }
+  std::vector<double> signature() const { return {params_.temperature}; }
+  template <typename F>
+  double with_kernel(const detail::Batch<Scalar>& batch, F&& f) const {
+    return f(detail::SupConKernel<Scalar>(params_.temperature, batch.n, batch.labels, batch.want_dtau));
   }
-
-  template <typename DA, typename DB, typename GA, typename GB>
-  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
-                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
-    check_labels(za, zb, call);
-    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels, g[0] != nullptr);
-    const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, kName);
-    if (g[0]) *g[0] = static_cast<Scalar>(b.cs.dtau);
-    return static_cast<Scalar>(v);
+  void scalar_gradients(const detail::CallStats<Scalar>& cs, Scalar* const* g) const {
+    if (g[0]) *g[0] = static_cast<Scalar>(cs.dtau);
   }
-
-  template <typename DA, typename DB>
-  static void check_labels(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                           const CallOptions<Scalar>& call) {
-    detail::check_call(kName, call, detail::Accepts{false, false, true});
-    detail::check_views(kName, za, zb);
-    if (!call.labels.given()) detail::fail(kName, "call.labels", "is required: one class label per row of 'za'");
-    if (static_cast<Eigen::Index>(call.labels.size()) != za.rows())
-      detail::fail(kName, "call.labels",
-                   "has " + std::to_string(call.labels.size()) + " entries but the batch has " +
-                       std::to_string(za.rows()) + " rows");
-  }
-
 };
 
 }  // namespace contrastive

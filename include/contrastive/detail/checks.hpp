@@ -219,6 +219,7 @@ struct Accepts {
   bool reduction = false;  ///< reduction, anchor_weights and per_anchor
   bool ids = false;
   bool labels = false;
+  bool process_group = false;  ///< computed across processes (losses on the engine)
 };
 
 /// Rejects every option of `call` that the loss does not define (rather than
@@ -237,6 +238,9 @@ void check_call(const char* where, const CallOptions<S>& call, Accepts a) {
     fail(where, "call.instance_ids", "is not defined for this loss (the caller chooses its negatives)");
   if (!a.labels && call.labels.given())
     fail(where, "call.labels", "is not defined for this loss (use call.instance_ids to mask same-class pairs)");
+  if (!a.process_group && call.process_group)
+    fail(where, "call.process_group",
+         "is not supported by this loss: it runs per process (see the README, 'Across processes')");
 }
 
 /// Validates the reduction of a call for `anchors` anchors and returns the
