@@ -34,11 +34,13 @@ Output format (as make_reference_additive.py, read by tests/support.hpp):
 Lines a reader does not know are to be skipped (tests/support.hpp does).
 """
 import argparse
+import atexit
 import contextlib
 import importlib.util
 import io
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -771,6 +773,7 @@ class Peers:
     def __init__(self, mirror):
         self.mirror = mirror
         self.tmp = tempfile.mkdtemp(prefix="contrastive_peers_")
+        atexit.register(shutil.rmtree, self.tmp, True)
         self.mods = {}
 
     def extract(self, peer, path):
