@@ -9,6 +9,7 @@
 #include "api.hpp"
 #include "engine.hpp"
 #include "two_view_loss.hpp"
+#include "one_view_loss.hpp"
 #include "infonce_family.hpp"
 #include "supcon.hpp"
 #include "siglip.hpp"

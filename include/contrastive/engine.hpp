@@ -187,6 +187,7 @@ struct Buffers {
   MovedPositions moved;                   // sampled negatives: sparse shuffle
   bool streamed = false;
   int threads = 1;
+  int views = 2;  // W = [U; V] (2) or U alone (1)
 
   std::size_t bytes() const {
     const auto sz = [](const auto& a) { return sizeof(S) * static_cast<std::size_t>(a.size()); };

@@ -238,6 +238,7 @@ class InfoNCEKernel {
       cs.lse_neg[r] = neg;
       if (losses_) losses_[r] = term;
       const double a = anchor_coef(r);
+      if (a == 0.0) continue;  // weight 0: no share (not even of an infinite term)
       value += a * static_cast<double>(term);
       cs.alpha[r] = static_cast<S>(a) * inv_tau_ * (fast_ ? std::exp(shift - lse) : S(1));
       if (dtau_ && sneg > S(0))
@@ -288,6 +289,7 @@ class InfoNCEKernel {
       for (const Eigen::Index r : {i, i + n_}) {
         if (!is_anchor(r < n_ ? 0 : 1)) continue;
         const Eigen::Index p = partner(r);
+        if (anchor_coef(r) == 0.0) continue;
         const S miss = pos_ ? sigmoid(cs.lse_neg[r] - cs.pos[r]) : S(1);
         const S g = -static_cast<S>(anchor_coef(r)) * inv_tau_ * miss;
         dW.row(r) += g * W.row(p);

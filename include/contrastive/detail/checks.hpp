@@ -187,6 +187,17 @@ void check_views(const char* where, const Eigen::MatrixBase<DA>& za, const Eigen
   }
 }
 
+/// The one view of a batch: d >= 1, at least `min_rows` rows.
+template <typename D>
+void check_view(const char* where, const Eigen::MatrixBase<D>& z, Eigen::Index min_rows) {
+  if (z.cols() < 1) fail(where, "z", "has 0 columns: the embedding dimension d must be >= 1");
+  if (z.rows() < min_rows) {
+    std::ostringstream os;
+    os << "has " << z.rows() << " rows: at least " << min_rows << " are needed";
+    fail(where, "z", os.str());
+  }
+}
+
 /// Validates optional instance ids and returns the number of ordered
 /// cross-view negative pairs: n^2 - sum over ids of (count)^2 (n(n-1) without ids).
 inline double count_negatives(const char* where, Eigen::Index n, Span<const Eigen::Index> ids) {

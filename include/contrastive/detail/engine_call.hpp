@@ -31,6 +31,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -100,8 +101,23 @@ inline void agree(const char* where, const ProcessGroup& group, const CallRecord
            [](const CallRecord& r) { return r.flags; });
 }
 
+/// Views of a loss: Loss::kViews when it declares it (1: one batch), else 2.
+template <typename L, typename = void>
+struct views_of : std::integral_constant<int, 2> {};
+template <typename L>
+struct views_of<L, std::void_t<decltype(L::kViews)>> : std::integral_constant<int, L::kViews> {};
+
+/// Smallest batch of a loss: Loss::kMinRows when it declares it, else 2 (a
+/// negative needs two samples).
+template <typename L, typename = void>
+struct min_rows_of : std::integral_constant<Eigen::Index, 2> {};
+template <typename L>
+struct min_rows_of<L, std::void_t<decltype(L::kMinRows)>> : std::integral_constant<Eigen::Index, L::kMinRows> {};
+
 /// The one path of every call of a loss on the engine (losses befriend it
 /// to expose accepts(), requires_labels(), signature() and with_kernel()).
+/// A loss of one view (views_of<Loss> == 1) is called with za = zb = z and
+/// no grad_b.
 struct EngineCall {
 /// Validates, loads and runs one call of `loss` (gradients when ga, gb are
 /// given); returns the value, leaving the kernel's results in b.cs.
@@ -111,6 +127,19 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
                   const CallOptions<S>& call) {
   const char* where = loss.name();
   const bool want_grad = ga != nullptr;
+  constexpr int views = views_of<Loss>::value;
+  const auto check_inputs = [&](Eigen::Index min_rows) {
+    if (views == 2) check_views(where, za, zb, min_rows);
+    else check_view(where, za, min_rows);
+  };
+  const auto check_outputs = [&] {
+    if (!want_grad) return;
+    check_output_shape(where, views == 2 ? "grad_a" : "grad", *ga, za.rows(), za.cols());
+    if (views == 2) {
+      check_output_shape(where, "grad_b", *gb, zb.rows(), zb.cols());
+      check_distinct_outputs(where, *ga, *gb);
+    }
+  };
   const ProcessGroup* group = call.process_group;
   Accepts acc = loss.accepts();
   acc.process_group = true;
@@ -125,12 +154,8 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
 
   if (group == nullptr || group->size() == 1) {
     check_call(where, call, acc);
-    check_views(where, za, zb);
-    if (want_grad) {
-      check_output_shape(where, "grad_a", *ga, za.rows(), za.cols());
-      check_output_shape(where, "grad_b", *gb, zb.rows(), zb.cols());
-      check_distinct_outputs(where, *ga, *gb);
-    }
+    check_inputs(min_rows_of<Loss>::value);
+    check_outputs();
     const Eigen::Index n = za.rows();
     Batch<S> batch;
     batch.n = n;
@@ -148,11 +173,15 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
       batch.coef = &b.coef;
       batch.losses = b.losses.data();
     }
-    Engine<S>::load(b, za, zb, where);
+    if (views == 2) Engine<S>::load(b, za, zb, where);
+    else Engine<S>::load_one(b, za, where);
     const double v = loss.with_kernel(batch, [&](const auto& k) {
       return Engine<S>::run(k, b, loss.options(), want_grad, where);
     });
-    if (want_grad) Engine<S>::backprop(b, *ga, *gb);
+    if (want_grad) {
+      backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, *ga);
+      if (views == 2) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, *gb);
+    }
     publish_per_anchor(call, b.losses);
     return v;
   }
@@ -175,23 +204,19 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
   const Eigen::Index a_local = loss.anchors(np);
   try {
     check_call(where, call, acc);
-    check_views(where, za, zb, 1);  // a process may hold a single pair
-    if (want_grad) {
-      check_output_shape(where, "grad_a", *ga, za.rows(), za.cols());
-      check_output_shape(where, "grad_b", *gb, zb.rows(), zb.cols());
-      check_distinct_outputs(where, *ga, *gb);
-    }
+    check_inputs(1);  // a process may hold a single pair
+    check_outputs();
     if (call.instance_ids.given() && static_cast<Eigen::Index>(call.instance_ids.size()) != np)
       fail(where, "call.instance_ids",
            "has " + std::to_string(call.instance_ids.size()) + " entries but this process has " + std::to_string(np) +
                " rows");
     check_labels(np);
     if (per) anchor_coefficients(where, call, a_local, b.coef);  // validates this process's weights and outputs
-    b.w_local.resize(2 * np, d);
-    b.inv_local.resize(2 * np);
-    b.clamped_local.assign(static_cast<std::size_t>(2 * np), 0);
-    load_rows(b.w_local, b.inv_local, b.clamped_local, 0, za, where, "za");
-    load_rows(b.w_local, b.inv_local, b.clamped_local, np, zb, where, "zb");
+    b.w_local.resize(views * np, d);
+    b.inv_local.resize(views * np);
+    b.clamped_local.assign(static_cast<std::size_t>(views * np), 0);
+    load_rows(b.w_local, b.inv_local, b.clamped_local, 0, za, where, views == 2 ? "za" : "z");
+    if (views == 2) load_rows(b.w_local, b.inv_local, b.clamped_local, np, zb, where, "zb");
   } catch (const std::invalid_argument& e) {
     std::strncpy(mine.error, e.what(), sizeof(mine.error) - 1);
   }
@@ -210,16 +235,20 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     dist.n += static_cast<Eigen::Index>(all[static_cast<std::size_t>(p)].rows);
   }
   const Eigen::Index n = dist.n;
-  if (n < 2) fail(where, "za", "has " + std::to_string(n) + " rows over all processes: at least 2 samples are needed");
+  if (n < min_rows_of<Loss>::value)
+    fail(where, views == 2 ? "za" : "z",
+         "has " + std::to_string(n) + " rows over all processes: at least " +
+             std::to_string(min_rows_of<Loss>::value) + " are needed");
   const auto* counts = dist.rows.data();
   const auto gather = [&](const auto* mine_rows, auto* all_rows, std::size_t row_bytes) {
     group->all_gather_rows(mine_rows, all_rows, counts, row_bytes);
   };
   // 3. Gather the normalised rows, their norms and the per-instance options.
-  b.w.resize(2 * n, d);
-  b.inv_norm.resize(2 * n);
-  b.clamped.assign(static_cast<std::size_t>(2 * n), 0);
-  for (const Eigen::Index view : {Eigen::Index(0), Eigen::Index(1)}) {
+  b.views = views;
+  b.w.resize(views * n, d);
+  b.inv_norm.resize(views * n);
+  b.clamped.assign(static_cast<std::size_t>(views * n), 0);
+  for (Eigen::Index view = 0; view < views; ++view) {
     gather(b.w_local.data() + view * np * d, b.w.data() + view * n * d, sizeof(S) * static_cast<std::size_t>(d));
     gather(b.inv_local.data() + view * np, b.inv_norm.data() + view * n, sizeof(S));
     gather(b.clamped_local.data() + view * np, b.clamped.data() + view * n, 1);
@@ -242,12 +271,12 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     // Anchors: this process's are [its rows of za; its rows of zb] (as many
     // as the loss has per instance), the batch's [all za; all zb].
     const Eigen::Index a_global = loss.anchors(n);
-    const Eigen::Index views = a_local / np;  // 1 one-way, 2 symmetric
+    const Eigen::Index anchor_views = a_local / np;  // 1 one-way, 2 symmetric
     b.weights.setOnes(a_global);
     if (call.anchor_weights.given()) {
       ColArray<S> w_local(a_local);
       for (Eigen::Index r = 0; r < a_local; ++r) w_local[r] = call.anchor_weights[static_cast<std::size_t>(r)];
-      for (Eigen::Index v = 0; v < views; ++v) gather(w_local.data() + v * np, b.weights.data() + v * n, sizeof(S));
+      for (Eigen::Index v = 0; v < anchor_views; ++v) gather(w_local.data() + v * np, b.weights.data() + v * n, sizeof(S));
     }
     const S scale = call.reduction == Reduction::Mean ? S(1) / static_cast<S>(a_global) : S(1);
     b.coef = scale * b.weights;
@@ -262,11 +291,11 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
   // 5. This process's rows out.
   if (want_grad) {
     backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga);
-    backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n + dist.offset, *gb);
+    if (views == 2) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n + dist.offset, *gb);
   }
   if (call.per_anchor.given()) {
-    const Eigen::Index views = a_local / np;
-    for (Eigen::Index v2 = 0; v2 < views; ++v2)
+    const Eigen::Index anchor_views = a_local / np;
+    for (Eigen::Index v2 = 0; v2 < anchor_views; ++v2)
       for (Eigen::Index i = 0; i < np; ++i)
         call.per_anchor[static_cast<std::size_t>(v2 * np + i)] = b.losses[static_cast<std::size_t>(v2 * n + dist.offset + i)];
   }

@@ -378,11 +378,22 @@ class Engine {
   static void load(Buffers<S>& b, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                    const char* where) {
     const Eigen::Index n = za.rows();
+    b.views = 2;
     b.w.resize(2 * n, za.cols());
     b.inv_norm.resize(2 * n);
     b.clamped.assign(static_cast<std::size_t>(2 * n), 0);
     load_rows(b.w, b.inv_norm, b.clamped, 0, za, where, "za");
     load_rows(b.w, b.inv_norm, b.clamped, n, zb, where, "zb");
+  }
+
+  /// The same for a loss of one view: W = U.
+  template <typename D>
+  static void load_one(Buffers<S>& b, const Eigen::MatrixBase<D>& z, const char* where) {
+    b.views = 1;
+    b.w.resize(z.rows(), z.cols());
+    b.inv_norm.resize(z.rows());
+    b.clamped.assign(static_cast<std::size_t>(z.rows()), 0);
+    load_rows(b.w, b.inv_norm, b.clamped, 0, z, where, "z");
   }
 
   /// Runs the kernel over the tiles.  Returns the loss value; with want_grad
@@ -401,7 +412,7 @@ class Engine {
     if (dist.active()) merge_processes(b, p, *dist.group, sums);
     b.cs.sums.add(sums);
     const double value = kernel.finish(b.w, b.stats, b.cs) + sums.value;
-    const Eigen::Index n = b.w.rows() / 2;
+    const Eigen::Index n = b.w.rows() / b.views;
     if (want_grad) {
       for (auto& t : b.tile_sums) t = PairSums{};
       pass2(kernel, b, p);
@@ -422,7 +433,7 @@ class Engine {
   template <typename Kernel>
   static Plan plan(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad, const char* where,
                    const Distribution& dist) {
-    const Eigen::Index n = b.w.rows() / 2, d = b.w.cols();
+    const Eigen::Index n = b.w.rows() / b.views, d = b.w.cols();
     Plan p;
     p.gradient = want_grad;
     p.rank = dist.active() ? dist.rank : 0;
@@ -457,7 +468,7 @@ class Engine {
       fail_field(where, "tile_size",
                  "is too small for a batch of " + std::to_string(n) + " pairs (it would take more than 2^26 tiles) " +
                      got(opt.tile_size));
-    build_tiles(kernel, b, n, p.chunk, p.blocks);
+    build_tiles(kernel, b, n, p.chunk, p.blocks, b.views);
     const auto ntiles = static_cast<long>(b.tiles.size());
     double cache_bytes = 0;
     for (std::size_t t = 0; t < b.tiles.size(); ++t)
@@ -511,7 +522,7 @@ class Engine {
   /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped row.
   template <typename GA, typename GB>
   static void backprop(const Buffers<S>& b, const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b) {
-    const Eigen::Index n = b.w.rows() / 2;
+    const Eigen::Index n = b.w.rows() / b.views;
     backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a);
     backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b);
   }
@@ -554,12 +565,12 @@ class Engine {
   /// Across processes after pass 2: dW summed over processes, each keeping
   /// its own rows (of both views) in place in b.dw.
   static void scatter_rows(Buffers<S>& b, const Distribution& dist) {
-    const Eigen::Index n = b.w.rows() / 2, d = b.w.cols();
+    const Eigen::Index n = b.w.rows() / b.views, d = b.w.cols();
     b.dw_local.resize(dist.local, d);
-    for (const Eigen::Index view : {Eigen::Index(0), n}) {
-      dist.group->reduce_scatter_rows(b.dw.data() + view * d, b.dw_local.data(), dist.rows.data(),
+    for (Eigen::Index view = 0; view < b.views; ++view) {
+      dist.group->reduce_scatter_rows(b.dw.data() + view * n * d, b.dw_local.data(), dist.rows.data(),
                                       static_cast<std::size_t>(d));
-      b.dw.middleRows(view + dist.offset, dist.local) = b.dw_local;
+      b.dw.middleRows(view * n + dist.offset, dist.local) = b.dw_local;
     }
   }
 
@@ -599,6 +610,9 @@ class Engine {
   /// The tile's view of its statistics in `ts`, starting at row `off`.
   static TileOut<S> tile_out(TileStats<S>& ts, Eigen::Index off, const Tile& t, PairSums& sums) {
     const Eigen::Index k = ts.rows.cols();
+    // A kernel without statistics gets empty views (no offset into an
+    // empty array, whose data pointer is null).
+    if (k == 0) return TileOut<S>{ts.rows.block(0, 0, 0, 0), ts.cols.block(0, 0, 0, 0), nullptr, nullptr, false, false, &sums};
     TileOut<S> out{ts.rows.block(off, 0, t.nr, k), ts.cols.block(off, 0, t.nc, k),
                    ts.rows_m.size() ? ts.rows_m.data() + off : nullptr,
                    ts.cols_m.size() ? ts.cols_m.data() + off : nullptr, false, false, &sums};
@@ -644,7 +658,7 @@ class Engine {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-          for (long q = 0; q < 2 * static_cast<long>(p.blocks); ++q) {
+          for (long q = 0; q < static_cast<long>(b.touch_off.size()) - 1; ++q) {
             for (std::size_t e = b.touch_off[static_cast<std::size_t>(q)]; e < b.touch_off[static_cast<std::size_t>(q) + 1]; ++e) {
               const auto t = static_cast<std::size_t>(b.touch[e] >> 1);
               const bool as_col = (b.touch[e] & 1u) != 0;
@@ -717,7 +731,7 @@ class Engine {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (long q = 0; q < 2 * static_cast<long>(p.blocks); ++q) {
+        for (long q = 0; q < static_cast<long>(b.touch_off.size()) - 1; ++q) {
           for (std::size_t e = b.touch_off[static_cast<std::size_t>(q)]; e < b.touch_off[static_cast<std::size_t>(q) + 1]; ++e) {
             const auto t = static_cast<std::size_t>(b.touch[e] >> 1);
             if (!active[t]) continue;
@@ -787,20 +801,22 @@ class Engine {
   /// odd number >= the blocks involved): pair {a, b} in round (a + b) mod V',
   /// the diagonal tile of a in round 2a mod V' (the round a sits out).
   template <typename Kernel>
-  static void build_tiles(const Kernel& kernel, Buffers<S>& b, Eigen::Index n, Eigen::Index chunk, Eigen::Index nb) {
+  static void build_tiles(const Kernel& kernel, Buffers<S>& b, Eigen::Index n, Eigen::Index chunk, Eigen::Index nb,
+                          int views) {
     struct Entry {
       Tile t;
       Eigen::Index round;
     };
     std::vector<Entry> entries;
-    const bool within = kernel.visits(0, 0) || kernel.visits(1, 1);
+    const auto visits = [&](int vr, int vc) { return vr < views && vc < views && kernel.visits(vr, vc); };
+    const bool within = visits(0, 0) || visits(1, 1);
     const int blocks[3][2] = {{0, 0}, {0, 1}, {1, 1}};
     // Blocks involved in the circle method: all 2B, or B per view when only
     // within-view blocks are visited (the two views then share rounds).
-    const Eigen::Index span = kernel.visits(0, 1) ? 2 * nb : nb;
+    const Eigen::Index span = visits(0, 1) ? 2 * nb : nb;
     const Eigen::Index odd = span % 2 == 1 ? span : span + 1;
     for (const auto& bl : blocks) {
-      if (!kernel.visits(bl[0], bl[1])) continue;
+      if (!visits(bl[0], bl[1])) continue;
       for (Eigen::Index I = 0; I < nb; ++I)
         for (Eigen::Index J = (bl[0] == bl[1] ? I : 0); J < nb; ++J) {
           Tile t;
@@ -833,7 +849,7 @@ class Engine {
     }
     b.rounds.push_back(entries.size());
     // Per row block, the tiles touching it, in tile order.
-    const auto nq = static_cast<std::size_t>(2 * nb);
+    const auto nq = static_cast<std::size_t>(views * nb);
     b.touch_off.assign(nq + 1, 0);
     for (const auto& t : b.tiles) {
       ++b.touch_off[static_cast<std::size_t>(t.rb) + 1];
