@@ -12,6 +12,8 @@
 #include "one_view_loss.hpp"
 #include "infonce_family.hpp"
 #include "supcon.hpp"
+#include "multi_positive.hpp"
+#include "debiased.hpp"
 #include "siglip.hpp"
 #include "spectral.hpp"
 #include "vrns.hpp"

@@ -138,6 +138,7 @@ struct CallStats {
   ColArray<S> lse;      ///< log-sum-exp of each anchor's denominator
   ColArray<S> lse_neg;  ///< the same over its negatives only
   ColArray<S> alpha;    ///< per-row coefficient of the gradient tile (0: not an anchor)
+  ColArray<S> alpha2;   ///< a second per-row coefficient (kernels whose gradient tile has two terms)
   S shift = 0;          ///< the fixed shift of the exponentials (fixed-shift kernels)
   bool online = false;  ///< shifts are per row (stats.m) instead of `shift`
   double dtau = 0;      ///< dL/dtau (kernels with a temperature, gradient calls)
@@ -195,7 +196,7 @@ struct Buffers {
     std::size_t b = sz(w) + sz(dw) + sz(w_local) + sz(dw_local) + sz(inv_local) + clamped_local.size() +
                     sizeof(Eigen::Index) * (ids.capacity() + labels.capacity()) + sz(weights) + sz(stats.m_local) +
                     sz(inv_norm) + clamped.size() + sz(stats.m) + sz(stats.s) + sz(cs.pos) +
-                    sz(cs.lse) + sz(cs.lse_neg) + sz(cs.alpha) + sz(coef) + sizeof(S) * losses.size() + sz(keys) +
+                    sz(cs.lse) + sz(cs.lse_neg) + sz(cs.alpha) + sz(cs.alpha2) + sz(coef) + sizeof(S) * losses.size() + sz(keys) +
                     sz(dkeys) + sz(keys_inv_norm) + sz(scratch) + keys_clamped.size() + sizeof(Tile) * tiles.size() +
                     sizeof(std::size_t) * (rounds.size() + touch_off.size()) + sizeof(std::uint64_t) * touch.size() +
                     sizeof(PairSums) * tile_sums.size() + ts_bytes(tile_stats) + sz(logits) +
