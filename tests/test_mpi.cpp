@@ -146,6 +146,39 @@ TEST_CASE("every engine loss across processes equals the loss of the concatenate
           CHECK(near(pl[static_cast<std::size_t>(v * sh.rows + i)], pg[static_cast<std::size_t>(v * n + sh.offset + i)], 1e-12));
     }
   }
+  // The losses of issue 15.
+  {
+    auto w = ids_call<double>(ids), l = ids_call<double>(my_ids);
+    l.process_group = &group;
+    contrastive::DebiasedParams dp;
+    dp.family = contrastive::CLIP<double>(0.3).params();
+    dp.beta = 1.0;
+    expect_global<double>("Debiased + hard", contrastive::Debiased<double>(dp), za, zb, w, l, 1e-12);
+    contrastive::MultiPositiveParams mp;
+    mp.family = contrastive::NTXent<double>(0.3).params();
+    for (auto form : {contrastive::PositivesForm::Sum, contrastive::PositivesForm::Mean}) {
+      mp.form = form;
+      expect_global<double>("MultiPositive", contrastive::MultiPositive<double>(mp), za, zb, w, l, 1e-12);
+    }
+    expect_global<double>("DCLW", contrastive::DCLW<double>(0.2, 0.5), za, zb, w, l, 1e-12);
+    auto sp = contrastive::CLIP<double>(0.2).params();
+    sp.label_smoothing = 0.1;
+    expect_global<double>("label smoothing", contrastive::InfoNCEFamily<double>(sp), za, zb, w, l, 1e-12);
+  }
+  {
+    // One view: SupCon on one batch, each process holding its rows of z.
+    const contrastive::SupConOneView<double> one(0.2);
+    MatD g(n, d), gl(sh.rows, d);
+    double t = 0, tl = 0;
+    contrastive::Workspace<double> ws1, ws2;
+    const double v = one.value_and_grad(za, g, &t, ws1, labels_call<double>(labels));
+    auto lc = labels_call<double>(my_labels);
+    lc.process_group = &group;
+    const double vl = one.value_and_grad(za.middleRows(sh.offset, sh.rows), gl, &tl, ws2, lc);
+    CHECK(near(vl, v, 1e-12));
+    CHECK(near(tl, t, 1e-12));
+    CHECK(near(gl, g.middleRows(sh.offset, sh.rows), 1e-12));
+  }
   // Float, against float on the whole batch.
   {
     const MatF fa = za.cast<float>(), fb = zb.cast<float>();
