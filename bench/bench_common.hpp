@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <string>
 #include <vector>
 
 #include <sys/resource.h>
@@ -91,10 +93,26 @@ inline void set_counters(benchmark::State& state, double macs) {
   state.counters["min_GFLOP"] = 2.0 * macs * 1e-9;
 }
 
+/// The process's peak RSS when the case `key` first started (called after
+/// building its inputs).  Google Benchmark calls a case's function several
+/// times (to find the iteration count, then to measure); the peak the first
+/// call reached must not become the baseline of the later ones.
+inline double case_baseline_mib(const std::string& key) {
+  static std::map<std::string, double> first;
+  return first.emplace(key, peak_rss_mib()).first->second;
+}
+
+/// A key for case_baseline_mib: a tag and the case's arguments.
+inline std::string case_key(const benchmark::State& state, const std::string& tag) {
+  std::string k = tag;
+  for (int i = 0; i < 3; ++i) k += "/" + std::to_string(state.range(i));
+  return k;
+}
+
 /// `peak_MiB`: the process's peak RSS; `peak_delta_MiB`: how far the case
-/// raised it above `peak_before` (read after the inputs were built).  The
-/// delta is the case's own peak only when it is the first thing in the
-/// process to need that much memory: run one case per process to measure it.
+/// raised it above `peak_before` (case_baseline_mib).  The delta is the
+/// case's own peak only when it is the first thing in the process to need
+/// that much memory: run one case per process to measure it.
 inline void set_memory_counters(benchmark::State& state, double peak_before) {
   const double peak = peak_rss_mib();
   state.counters["peak_MiB"] = peak;

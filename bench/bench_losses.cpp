@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 #include <Eigen/Core>
@@ -56,7 +57,7 @@ void bm_lib(benchmark::State& state, Preset p, bool grad) {
   Workspace<S> ws;
   Mat<S> ga(n, d), gb(n, d);
   S gt = 0, v = 0;
-  const double rss0 = peak_rss_mib();
+  const double rss0 = case_baseline_mib(case_key(state, std::string("lib/") + preset_name(p) + (grad ? "/g/" : "/v/") + typeid(S).name()));
   for (auto _ : state) {
     v = grad ? loss.value_and_grad(za, zb, ga, gb, &gt, ws) : loss.value(za, zb, ws);
     benchmark::DoNotOptimize(v);
@@ -76,7 +77,7 @@ void bm_naive(benchmark::State& state, Preset p, bool grad) {
   const Mat<S> za = deterministic_input<S>(n, d, 0), zb = deterministic_input<S>(n, d, 1);
   Mat<S> ga(n, d), gb(n, d);
   const EigenThreads eigen(threads_arg(state));
-  const double rss0 = peak_rss_mib();
+  const double rss0 = case_baseline_mib(case_key(state, std::string("naive/") + preset_name(p) + (grad ? "/g/" : "/v/") + typeid(S).name()));
   for (auto _ : state) {
     S v = naive_loss<S>(p, za, zb, grad ? &ga : nullptr, grad ? &gb : nullptr);
     benchmark::DoNotOptimize(v);
@@ -93,7 +94,7 @@ void bm_naive_min(benchmark::State& state, Preset p, bool grad) {
   Mat<S> ga(n, d), gb(n, d);
   const EigenThreads eigen(threads_arg(state));
   NaiveMinimal<S> impl(p, threads_arg(state));
-  const double rss0 = peak_rss_mib();
+  const double rss0 = case_baseline_mib(case_key(state, std::string("naive_min/") + preset_name(p) + (grad ? "/g/" : "/v/") + typeid(S).name()));
   for (auto _ : state) {
     S v = impl.run(za, zb, grad ? &ga : nullptr, grad ? &gb : nullptr);
     benchmark::DoNotOptimize(v);
@@ -122,7 +123,7 @@ void bm_extra(benchmark::State& state, Extra e, bool grad) {
   Workspace<S> ws;
   Mat<S> ga(n, d), gb(n, d);
   S g1 = 0, g2 = 0, v = 0;
-  const double rss0 = peak_rss_mib();
+  const double rss0 = case_baseline_mib(case_key(state, "extra/" + std::to_string(static_cast<int>(e)) + (grad ? "/g/" : "/v/") + typeid(S).name()));
   for (auto _ : state) {
     switch (e) {
       case Extra::SigLIP: v = grad ? siglip.value_and_grad(za, zb, ga, gb, &g1, &g2, ws) : siglip.value(za, zb, ws); break;
