@@ -204,6 +204,25 @@ struct SampledCase : OneScalar, WithIds {
   }
 };
 
+struct AlignmentCase : OneScalar, Plain {
+  static constexpr const char* name = "Alignment (alpha = 3)";
+  static constexpr bool engine = false;  // no similarity tile: nothing to thread or stream
+  static std::vector<double> theta0() { return {3.0}; }
+  template <typename S>
+  static contrastive::Alignment<S> make(const std::vector<double>& t, const EngineOptions& o) {
+    return contrastive::Alignment<S>({t[0]}, o);
+  }
+};
+
+struct UniformityCase : OneScalar, Plain {
+  static constexpr const char* name = "Uniformity (t = 2)";
+  static std::vector<double> theta0() { return {2.0}; }
+  template <typename S>
+  static contrastive::Uniformity<S> make(const std::vector<double>& t, const EngineOptions& o) {
+    return contrastive::Uniformity<S>({t[0]}, o);
+  }
+};
+
 template <typename C, typename = void>
 struct uses_engine : std::true_type {};
 template <typename C>
@@ -243,7 +262,8 @@ double value_at(const std::vector<double>& theta, const MatD& za, const MatD& zb
 
 TEMPLATE_TEST_CASE("battery: central differences for every input and scalar parameter", "[battery][gradient]",
                    NTXentCase, NTXentIdsCase, InfoNCECase, CLIPCase, DCLCase, DHELCase, SupConCase, SigLIPCase,
-                   SpectralCase, VRNSCase, WithVRNSCase, CombinedCase, SampledCase) {
+                   SpectralCase, VRNSCase, WithVRNSCase, CombinedCase, SampledCase,
+                   AlignmentCase, UniformityCase) {
   INFO(TestType::name);
   std::mt19937_64 rng(17);
   const Eigen::Index n = 7, d = 4;
@@ -278,7 +298,8 @@ TEMPLATE_TEST_CASE("battery: central differences for every input and scalar para
 
 TEMPLATE_TEST_CASE("battery: float agrees with double; row scale invariance", "[battery][invariance]", NTXentCase,
                    NTXentIdsCase, InfoNCECase, CLIPCase, DCLCase, DHELCase, SupConCase, SigLIPCase, SpectralCase,
-                   VRNSCase, WithVRNSCase, CombinedCase, SampledCase) {
+                   VRNSCase, WithVRNSCase, CombinedCase, SampledCase,
+                   AlignmentCase, UniformityCase) {
   INFO(TestType::name);
   std::mt19937_64 rng(23);
   const Eigen::Index n = 9, d = 5;
@@ -308,7 +329,8 @@ TEMPLATE_TEST_CASE("battery: float agrees with double; row scale invariance", "[
 
 TEMPLATE_TEST_CASE("battery: bad input throws, names the argument, leaves outputs untouched", "[battery][bad-input]",
                    NTXentCase, NTXentIdsCase, InfoNCECase, CLIPCase, DCLCase, DHELCase, SupConCase, SigLIPCase,
-                   SpectralCase, VRNSCase, WithVRNSCase, CombinedCase, SampledCase) {
+                   SpectralCase, VRNSCase, WithVRNSCase, CombinedCase, SampledCase,
+                   AlignmentCase, UniformityCase) {
   INFO(TestType::name);
   using Catch::Matchers::Contains;
   const Eigen::Index n = 6, d = 3;
@@ -358,7 +380,8 @@ TEMPLATE_TEST_CASE("battery: bad input throws, names the argument, leaves output
 
 TEMPLATE_TEST_CASE("battery: thread counts, cached and streamed tiles, workspace reuse across shapes",
                    "[battery][engine]", NTXentCase, NTXentIdsCase, InfoNCECase, CLIPCase, DCLCase, DHELCase,
-                   SupConCase, SigLIPCase, SpectralCase, VRNSCase, WithVRNSCase, CombinedCase, SampledCase) {
+                   SupConCase, SigLIPCase, SpectralCase, VRNSCase, WithVRNSCase, CombinedCase, SampledCase,
+                   AlignmentCase, UniformityCase) {
   INFO(TestType::name);
   std::mt19937_64 rng(31);
   const auto theta = TestType::theta0();
