@@ -417,6 +417,7 @@ TEST_CASE("alignment visits no tile; uniformity's tiles: threads and streaming a
     double g = 0;
     const double va = contrastive::Alignment<double>({2.0}, o).value_and_grad(za, zb, ga, gb, &g, ws);
     CHECK(contrastive::detail::buffers(ws).tiles.empty());
+    CHECK(ws.last_call_threads() == 1);  // no tile, no parallel region
     CHECK(va == ra.value);
     CHECK(ga == ra.grad_a);
     CHECK(g == ra.grad_alpha);
