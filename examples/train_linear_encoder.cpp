@@ -6,12 +6,19 @@
 // jitter) and redraws the nuisance, so the only thing two views share is in
 // the class subspace.  A linear encoder z = W x (in -> out) is trained
 // with plain SGD on a contrastive loss of the library; the gradient dL/dW is
-// dL/dZa^T Xa + dL/dZb^T Xb, with dL/dZ exact from the library.  It prints
-// the loss, the mean positive / negative cosine similarity of a held-out
-// batch, and the nearest-centroid accuracy of the learned representation
-// against the raw inputs.
+// dL/dZa^T Xa + dL/dZb^T Xb, with dL/dZ exact from the library.
 //
-//   train_linear_encoder [loss=ntxent|infonce|clip|dcl|dhel] [epochs=30] [batch=256] [tau=0.2] [seed=1]
+// The temperature is learned as CLIP learns it (contrastive::LogitScale):
+// the parameter is phi = log(1/tau), its gradient the loss's exact dL/dtau
+// through dL/dphi = -tau dL/dtau, and after each SGD step phi is projected
+// onto CLIP's [0, ln 100] (tau in [0.01, 1]).  tau is the starting value
+// (learn=0 keeps it fixed).
+//
+// Every epoch it prints the loss, tau, and the mean positive / negative
+// cosine similarity of a held-out batch; at the end the nearest-centroid
+// accuracy of the learned representation against the raw inputs.
+//
+//   train_linear_encoder [loss=ntxent|infonce|clip|dcl|dhel] [epochs=30] [batch=256] [tau=0.2] [seed=1] [learn=1]
 #include <contrastive/contrastive.hpp>
 
 #include <chrono>
@@ -79,8 +86,10 @@ int main(int argc, char** argv) {
   const int batch = argc > 3 ? std::atoi(argv[3]) : 256;
   const double tau = argc > 4 ? std::atof(argv[4]) : 0.2;
   const unsigned seed = argc > 5 ? static_cast<unsigned>(std::atoi(argv[5])) : 1u;
+  const bool learn = argc > 6 ? std::atoi(argv[6]) != 0 : true;
   const int in = 64, out = 16, classes = 10, ntrain = 4096, ntest = 2000;
   const float lr = 2.0f;
+  const double lr_phi = 0.05;  // SGD on phi = log(1/tau)
 
   std::mt19937 rng(seed);
   std::normal_distribution<float> g(0.f, 1.f);
@@ -100,13 +109,15 @@ int main(int argc, char** argv) {
   for (Eigen::Index i = 0; i < W.size(); ++i) W.data()[i] = 0.1f * g(rng);
   const Mat W0 = W;
 
-  const auto loss = make_loss(loss_name, tau);
+  auto loss = make_loss(loss_name, tau);
+  contrastive::LogitScale phi = contrastive::LogitScale::from_temperature(tau);  // learned in log space
   contrastive::Workspace<float> ws;  // reused every step
   Mat xa(batch, in), xb(batch, in), za(batch, out), zb(batch, out), ga(batch, out), gb(batch, out);
   std::uniform_int_distribution<int> pick(0, ntrain - 1);
   double loss_seconds = 0, total_seconds = 0;
-  std::printf("loss=%s tau=%.3g batch=%d epochs=%d\n", loss_name.c_str(), tau, batch, epochs);
-  std::printf("%6s %10s %10s %10s\n", "epoch", "loss", "pos sim", "neg sim");
+  std::printf("loss=%s tau=%.3g (%s) batch=%d epochs=%d\n", loss_name.c_str(), tau, learn ? "learned" : "fixed", batch,
+              epochs);
+  std::printf("%6s %10s %10s %10s %10s\n", "epoch", "loss", "tau", "pos sim", "neg sim");
   for (int epoch = 1; epoch <= epochs; ++epoch) {
     double sum = 0;
     const int steps = ntrain / batch;
@@ -124,21 +135,27 @@ int main(int argc, char** argv) {
       za.noalias() = xa * W.transpose();
       zb.noalias() = xb * W.transpose();
       const auto t1 = std::chrono::steady_clock::now();
-      sum += loss.value_and_grad(za, zb, ga, gb, nullptr, ws);
+      float dtau = 0;
+      sum += loss.value_and_grad(za, zb, ga, gb, learn ? &dtau : nullptr, ws);
       const auto t2 = std::chrono::steady_clock::now();
       W.noalias() -= lr * (ga.transpose() * xa + gb.transpose() * xb);
+      if (learn) {
+        // The exact dL/dphi = -tau dL/dtau; CLIP's projection after the step, not inside the loss.
+        phi.set_log_scale(phi.log_scale() - lr_phi * phi.grad_log_scale(dtau));
+        phi.clamp();
+        loss.set_temperature(phi.temperature());
+      }
       const auto t3 = std::chrono::steady_clock::now();
       loss_seconds += std::chrono::duration<double>(t2 - t1).count();
       total_seconds += std::chrono::duration<double>(t3 - t0).count();
     }
-    if (epoch == 1 || epoch % 5 == 0 || epoch == epochs) {
-      // Similarities of a held-out batch of view pairs, by the library's diagnostics.
-      Mat va = test.x.topRows(256), vb = test.x.topRows(256);
-      redraw_nuisance(va);
-      redraw_nuisance(vb);
-      const auto st = contrastive::similarity_stats(va * W.transpose(), vb * W.transpose());
-      std::printf("%6d %10.4f %10.4f %10.4f\n", epoch, sum / steps, st.positive.mean, st.cross_negative.mean);
-    }
+    // Similarities of a held-out batch of view pairs, by the library's diagnostics.
+    Mat va = test.x.topRows(256), vb = test.x.topRows(256);
+    redraw_nuisance(va);
+    redraw_nuisance(vb);
+    const auto st = contrastive::similarity_stats(va * W.transpose(), vb * W.transpose());
+    std::printf("%6d %10.4f %10.4f %10.4f %10.4f\n", epoch, sum / steps, loss.params().temperature, st.positive.mean,
+                st.cross_negative.mean);
   }
   const double acc_raw = centroid_accuracy(train.x, train.y, test.x, test.y, classes);
   const double acc_init = centroid_accuracy(train.x * W0.transpose(), train.y, test.x * W0.transpose(), test.y, classes);

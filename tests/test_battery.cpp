@@ -270,15 +270,34 @@ using DebiasedNTXentCase = DebiasedCase<0, false>;
 using HardCLIPCase = DebiasedCase<10, true>;
 
 // Every loss of the battery: a new loss joins with its adapter and one entry here.
-#define CONTRASTIVE_BATTERY                                                                                       \
-  NTXentCase, NTXentIdsCase, InfoNCECase, CLIPCase, DCLCase, DHELCase, SupConCase, SigLIPCase, SpectralCase,  \
-      VRNSCase, WithVRNSCase, CombinedCase, SampledCase, DCLWCase, SmoothingCase, MultiPosSumCase,              \
-      MultiPosMeanCase, DebiasedNTXentCase, HardCLIPCase
+#define CONTRASTIVE_BATTERY                                                                                 \
+  NTXentCase, NTXentIdsCase, InfoNCECase, CLIPCase, DCLCase, DHELCase, SupConCase, SigLIPCase, SpectralCase, \
+      VRNSCase, WithVRNSCase, CombinedCase, SampledCase, DCLWCase, SmoothingCase, MultiPosSumCase,             \
+      MultiPosMeanCase, DebiasedNTXentCase, HardCLIPCase, AlignmentCase, UniformityCase
 
 template <typename C, typename = void>
 struct detached_inputs : std::false_type {};
 template <typename C>
 struct detached_inputs<C, std::enable_if_t<C::detached_inputs>> : std::true_type {};
+
+struct AlignmentCase : OneScalar, Plain {
+  static constexpr const char* name = "Alignment (alpha = 3)";
+  static constexpr bool engine = false;  // no similarity tile: nothing to thread or stream
+  static std::vector<double> theta0() { return {3.0}; }
+  template <typename S>
+  static contrastive::Alignment<S> make(const std::vector<double>& t, const EngineOptions& o) {
+    return contrastive::Alignment<S>({t[0]}, o);
+  }
+};
+
+struct UniformityCase : OneScalar, Plain {
+  static constexpr const char* name = "Uniformity (t = 2)";
+  static std::vector<double> theta0() { return {2.0}; }
+  template <typename S>
+  static contrastive::Uniformity<S> make(const std::vector<double>& t, const EngineOptions& o) {
+    return contrastive::Uniformity<S>({t[0]}, o);
+  }
+};
 
 template <typename C, typename = void>
 struct uses_engine : std::true_type {};

@@ -100,6 +100,8 @@ TEST_CASE("every engine loss across processes equals the loss of the concatenate
                             whole, local, 1e-12, 2);
       expect_global<double>("VRNS", contrastive::VRNS<double>({100}, o), za, zb, whole, local, 1e-12, 0);
       expect_global<double>("Spectral", contrastive::Spectral<double>({1.0, 0.5}, o), za, zb, whole, local, 1e-12, 0);
+      expect_global<double>("Alignment", contrastive::Alignment<double>({3.0}, o), za, zb, whole, local, 1e-12);
+      expect_global<double>("Uniformity", contrastive::Uniformity<double>({2.0}, o), za, zb, whole, local, 1e-12);
       expect_global<double>("WithVRNS", contrastive::WithVRNS<double>(contrastive::NTXent<double>(0.2, o), {100}, 30.0),
                             za, zb, whole, local, 1e-12);
       expect_global<double>(
@@ -179,6 +181,17 @@ TEST_CASE("every engine loss across processes equals the loss of the concatenate
     CHECK(near(tl, t, 1e-12));
     CHECK(near(gl, g.middleRows(sh.offset, sh.rows), 1e-12));
   }
+  {
+    // Alignment: one anchor per pair, this process's pairs.
+    std::vector<double> wg(static_cast<std::size_t>(n)), pg(static_cast<std::size_t>(n));
+    for (std::size_t r = 0; r < wg.size(); ++r) wg[r] = 0.25 * static_cast<double>(r % 5);
+    std::vector<double> wl = slice(wg, sh.offset, sh.rows), pl(static_cast<std::size_t>(sh.rows));
+    auto w = contrastive::CallOptions<double>{}.with_reduction(contrastive::Reduction::None).with_weights(wg).with_per_anchor(pg);
+    auto l = contrastive::CallOptions<double>{}.with_reduction(contrastive::Reduction::None).with_weights(wl).with_per_anchor(pl).with_process_group(group);
+    expect_global<double>("Alignment weighted", contrastive::Alignment<double>({1.5}), za, zb, w, l, 1e-12);
+    for (Eigen::Index i = 0; i < sh.rows; ++i)
+      CHECK(near(pl[static_cast<std::size_t>(i)], pg[static_cast<std::size_t>(sh.offset + i)], 1e-12));
+  }
   // Float, against float on the whole batch.
   {
     const MatF fa = za.cast<float>(), fb = zb.cast<float>();
@@ -186,6 +199,7 @@ TEST_CASE("every engine loss across processes equals the loss of the concatenate
     lf.process_group = &group;
     for (Preset p : kPresets) expect_global<float>(preset_name(p), make_loss<float>(p, 0.3), fa, fb, wf, lf, 1e-5);
     expect_global<float>("SigLIP float", contrastive::SigLIP<float>(5.0, -3.0), fa, fb, wf, lf, 1e-5, 2);
+    expect_global<float>("Uniformity float", contrastive::Uniformity<float>({2.0}), fa, fb, wf, lf, 1e-5);
   }
 }
 

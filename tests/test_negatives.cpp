@@ -50,12 +50,19 @@ std::vector<double> row_vector(const MatD& m) { return std::vector<double>(m.dat
 
 TEST_CASE("explicit negative keys match info-nce-pytorch (float64 autograd)", "[negatives]") {
   const auto cases = read_negatives(CONTRASTIVE_TEST_DATA_DIR "/negatives_reference.txt");
-  REQUIRE(cases.size() == 13);
+  // 13 plain cases (info-nce-pytorch), 9 debiased / hard-negative ones
+  // (tau_plus, beta: the formula of the script, REFERENCE_LOSSES.md §1-2).
+  REQUIRE(cases.size() == 22);
+  REQUIRE(std::count_if(cases.begin(), cases.end(), [](const NegCase& c) { return c.m.count("tau_plus") > 0; }) == 9);
   for (const auto& c : cases) {
     SECTION(c.name) {
       contrastive::NegativeKeysParams p;
       p.temperature = c.m.at("temperature")(0, 0);
       p.mode = c.mode == "shared" ? NegativeMode::Shared : NegativeMode::PerQuery;
+      if (c.m.count("tau_plus")) {
+        p.tau_plus = c.m.at("tau_plus")(0, 0);
+        p.beta = c.m.at("beta")(0, 0);
+      }
       contrastive::EngineOptions o;
       o.memory_budget_bytes = 8 * 150 * 7;  // several query blocks for the larger shared case
       const contrastive::InfoNCEWithNegatives<double> loss(p, o);
@@ -460,4 +467,229 @@ TEST_CASE("sampled negatives: bad input", "[negatives][sampled][bad-input]") {
   CHECK_THROWS_WITH(s.value_and_grad(za, zb, ga, MatD(2, 2), nullptr, ws), Contains("'grad_b'"));
   CHECK((ga.array() == 5.0).all());
   CHECK_THROWS_WITH(s.negatives_of(6, 3), Contains("'anchor'"));
+}
+
+// ---- debiased and hard negatives for explicit keys (tau_plus, beta) --------
+
+namespace {
+
+/// The debiased / hard-negative loss of one query written out plainly in
+/// long double (no shifts): REFERENCE_LOSSES.md §1-2 with N its keys.
+struct Plain {
+  long double loss = 0;
+  bool clamped = false;
+};
+Plain debiased_by_definition(const MatD& q, const MatD& p, const MatD& keys, Eigen::Index i, double tau,
+                             double tau_plus, double beta) {
+  using L = long double;
+  const auto unit = [](const Eigen::RowVectorXd& r) { return Eigen::RowVectorXd(r / r.norm()); };
+  const Eigen::RowVectorXd u = unit(q.row(i));
+  const L xp = static_cast<L>(u.dot(unit(p.row(i)))) / tau;
+  const auto n_keys = static_cast<L>(keys.rows());
+  L sum_w = 0, sum_we = 0;
+  for (Eigen::Index j = 0; j < keys.rows(); ++j) {
+    const L x = static_cast<L>(u.dot(unit(keys.row(j)))) / tau;
+    sum_w += std::exp(beta * x);
+    sum_we += std::exp(beta * x) * std::exp(x);
+  }
+  const L r = beta == 0.0 ? sum_we : n_keys * sum_we / sum_w;
+  const L raw = (r - tau_plus * n_keys * std::exp(xp)) / (1 - tau_plus), floor = n_keys * std::exp(-1 / static_cast<L>(tau));
+  Plain out;
+  out.clamped = raw < floor;
+  out.loss = std::log(std::exp(xp) + (out.clamped ? floor : raw)) - xp;
+  return out;
+}
+
+/// Queries whose positive keys are close (rows i % 3 == 0) or far: with
+/// tau_plus > 0 some queries are clamped and some are not.
+void mixed_batch(Eigen::Index n, Eigen::Index d, Eigen::Index m, std::mt19937_64& rng, MatD& q, MatD& p, MatD& keys) {
+  q = uneven_rows(n, d, rng);
+  p = uneven_rows(n, d, rng);
+  for (Eigen::Index i = 0; i < n; i += 3) p.row(i) = 1.7 * q.row(i) + 0.05 * p.row(i);
+  keys = uneven_rows(m, d, rng);
+}
+
+}  // namespace
+
+TEST_CASE("explicit keys, debiased and hard: values by definition, tau_plus = beta = 0 is the plain loss",
+          "[negatives][debiased]") {
+  std::mt19937_64 rng(61);
+  MatD q, p, keys;
+  mixed_batch(9, 4, 3 * 9, rng, q, p, keys);
+  const MatD shared = keys.topRows(11);
+  for (const auto mode : {NegativeMode::Shared, NegativeMode::PerQuery}) {
+    const MatD& nk = mode == NegativeMode::Shared ? shared : keys;
+    for (const auto& tb : std::vector<std::pair<double, double>>{{0.3, 0.0}, {0.0, 1.0}, {0.2, 2.0}, {0.6, 0.5}}) {
+      INFO("tau_plus " << tb.first << " beta " << tb.second << (mode == NegativeMode::Shared ? " shared" : " per query"));
+      const double tau = 0.25;
+      const contrastive::InfoNCEWithNegatives<double> loss({tau, mode, tb.first, tb.second});
+      std::vector<double> per;
+      loss.value(q, p, nk, reduce_call<double>(Reduction::None, nullptr, &per, 9));
+      int clamped = 0;
+      for (Eigen::Index i = 0; i < 9; ++i) {
+        const Eigen::Index k = mode == NegativeMode::Shared ? nk.rows() : 3;
+        const MatD own = mode == NegativeMode::Shared ? nk : MatD(nk.middleRows(i * k, k));
+        const auto ref = debiased_by_definition(q, p, own, i, tau, tb.first, tb.second);
+        clamped += ref.clamped ? 1 : 0;
+        CHECK(near(per[static_cast<std::size_t>(i)], static_cast<double>(ref.loss), 1e-13));
+      }
+      if (tb.first >= 0.3) CHECK(clamped > 0);  // both kinds of query are in the batch
+      CHECK(clamped < 9);
+    }
+    // tau_plus = beta = 0 is the plain loss, bit for bit; tiny ones approach it.
+    const auto plain = contrastive::InfoNCEWithNegatives<double>({0.25, mode}).value_and_grad(q, p, nk);
+    const auto zero = contrastive::InfoNCEWithNegatives<double>({0.25, mode, 0.0, 0.0}).value_and_grad(q, p, nk);
+    CHECK(zero.value == plain.value);
+    CHECK(zero.grad_a == plain.grad_a);
+    CHECK(zero.grad_negative_keys == plain.grad_negative_keys);
+    CHECK(zero.grad_temperature == plain.grad_temperature);
+    const auto tiny = contrastive::InfoNCEWithNegatives<double>({0.25, mode, 1e-14, 1e-14}).value_and_grad(q, p, nk);
+    CHECK(near(tiny.value, plain.value, 1e-12));
+    CHECK(near(tiny.grad_a, plain.grad_a, 1e-12));
+    CHECK(near(tiny.grad_b, plain.grad_b, 1e-12));
+    CHECK(near(tiny.grad_negative_keys, plain.grad_negative_keys, 1e-12));
+    CHECK(near(tiny.grad_temperature, plain.grad_temperature, 1e-12));
+  }
+}
+
+TEST_CASE("explicit keys, debiased and hard: central differences for every input and tau, clamped queries included",
+          "[negatives][debiased][gradient]") {
+  std::mt19937_64 rng(62);
+  for (const auto mode : {NegativeMode::Shared, NegativeMode::PerQuery}) {
+    const Eigen::Index n = 6, d = 4, m = mode == NegativeMode::Shared ? 7 : 3 * n;
+    MatD q, p, nk;
+    mixed_batch(n, d, m, rng, q, p, nk);
+    for (const auto& tb : std::vector<std::pair<double, double>>{{0.4, 0.0}, {0.0, 1.0}, {0.3, 2.0}}) {
+      INFO("tau_plus " << tb.first << " beta " << tb.second << (mode == NegativeMode::Shared ? " shared" : " per query"));
+      const double tau = 0.3;
+      const contrastive::NegativeKeysParams prm{tau, mode, tb.first, tb.second};
+      const contrastive::InfoNCEWithNegatives<double> loss(prm);
+      std::vector<double> w = {0.5, 2.0, 0.0, 1.0, 3.0, 1.5};
+      const auto red = reduce_call<double>(Reduction::Sum, &w);
+      const auto r = loss.value_and_grad(q, p, nk, red);
+      const auto f = [&](const MatD& a, const MatD& b, const MatD& c) { return loss.value(a, b, c, red); };
+      check_central_differences([&](const MatD& a, const MatD& b) { return f(a, b, nk); }, q, p, r.grad_a, r.grad_b);
+      const MatD fn = central_difference([&](const MatD& x) { return f(q, p, x); }, nk);
+      for (Eigen::Index i = 0; i < m; ++i)
+        CHECK(near(r.grad_negative_keys.row(i), fn.row(i), 1e-6, 1e-2 / nk.row(i).norm()));
+      const double h = 1e-6;
+      const auto at = [&](double t) {
+        contrastive::NegativeKeysParams pt = prm;
+        pt.temperature = t;
+        return contrastive::InfoNCEWithNegatives<double>(pt).value(q, p, nk, red);
+      };
+      CHECK(near(r.grad_temperature, (at(tau + h) - at(tau - h)) / (2 * h), 1e-6, 1e-3));
+      // A clamped query's own negatives get no gradient.
+      if (mode == NegativeMode::PerQuery) {
+        int clamped = 0;
+        for (Eigen::Index i = 0; i < n; ++i) {
+          if (!debiased_by_definition(q, p, MatD(nk.middleRows(3 * i, 3)), i, tau, tb.first, tb.second).clamped)
+            continue;
+          ++clamped;
+          CHECK(r.grad_negative_keys.middleRows(3 * i, 3).isZero(0.0));
+          if (w[static_cast<std::size_t>(i)] > 0) CHECK_FALSE(r.grad_b.row(i).isZero(0.0));  // its positive still has one
+        }
+        if (tb.first == 0.4) CHECK(clamped > 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("explicit keys, debiased and hard: float agrees with double at tau = 0.05 and on a collapsed batch",
+          "[negatives][debiased][float]") {
+  std::mt19937_64 rng(63);
+  MatD q, p, nk;
+  mixed_batch(12, 16, 40, rng, q, p, nk);
+  for (const auto& tb : std::vector<std::pair<double, double>>{{0.1, 0.0}, {0.0, 1.0}, {0.1, 6.0}}) {
+    for (const auto mode : {NegativeMode::Shared, NegativeMode::PerQuery}) {
+      INFO("tau_plus " << tb.first << " beta " << tb.second << (mode == NegativeMode::Shared ? " shared" : " per query"));
+      const MatD keys = mode == NegativeMode::Shared ? nk : MatD(nk.topRows(36));
+      const contrastive::NegativeKeysParams prm{0.05, mode, tb.first, tb.second};
+      const MatF fq = q.cast<float>(), fp = p.cast<float>(), fk = keys.cast<float>();
+      const auto rd = contrastive::InfoNCEWithNegatives<double>(prm).value_and_grad(MatD(fq.cast<double>()),
+                                                                                    MatD(fp.cast<double>()),
+                                                                                    MatD(fk.cast<double>()));
+      const auto rf = contrastive::InfoNCEWithNegatives<float>(prm).value_and_grad(fq, fp, fk);
+      CHECK(near(rf.value, rd.value, 1e-4));
+      CHECK(near(rf.grad_a, rd.grad_a, 1e-4));
+      CHECK(near(rf.grad_b, rd.grad_b, 1e-4));
+      CHECK(near(rf.grad_negative_keys, rd.grad_negative_keys, 1e-4));
+      CHECK(near(rf.grad_temperature, rd.grad_temperature, 1e-4));
+    }
+  }
+  // Near-collapsed (every cosine within ~1e-4 of 1) at tau = 0.01: dL/dtau keeps float precision.
+  Eigen::RowVectorXd c = Eigen::RowVectorXd::Random(16);
+  MatD cq = MatD::Random(32, 16) * 0.0025, cp = MatD::Random(32, 16) * 0.0025, ck = MatD::Random(32, 16) * 0.0025;
+  cq.rowwise() += c;
+  cp.rowwise() += c;
+  ck.rowwise() += c;
+  for (const auto& tb : std::vector<std::pair<double, double>>{{0.1, 0.0}, {0.0, 1.0}, {0.1, 6.0}}) {
+    INFO("collapsed, tau_plus " << tb.first << " beta " << tb.second);
+    const contrastive::NegativeKeysParams prm{0.01, NegativeMode::Shared, tb.first, tb.second};
+    const MatF fq = cq.cast<float>(), fp = cp.cast<float>(), fk = ck.cast<float>();
+    const auto rd = contrastive::InfoNCEWithNegatives<double>(prm).value_and_grad(
+        MatD(fq.cast<double>()), MatD(fp.cast<double>()), MatD(fk.cast<double>()));
+    const auto rf = contrastive::InfoNCEWithNegatives<float>(prm).value_and_grad(fq, fp, fk);
+    CHECK(std::isfinite(rf.grad_temperature));
+    CHECK(near(rf.grad_temperature, rd.grad_temperature, 1e-4));
+  }
+}
+
+TEST_CASE("explicit keys, debiased and hard: bad parameters are named, outputs untouched", "[negatives][debiased][bad-input]") {
+  using Catch::Matchers::Contains;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  using P = contrastive::NegativeKeysParams;
+  for (const double tp : {1.0, -0.1, 1.5, nan})
+    CHECK_THROWS_WITH(contrastive::InfoNCEWithNegatives<double>(P{0.1, NegativeMode::Shared, tp, 0.0}),
+                      Contains("'tau_plus'"));
+  for (const double beta : {-1.0, nan, std::numeric_limits<double>::infinity()})
+    CHECK_THROWS_WITH(contrastive::InfoNCEWithNegatives<double>(P{0.1, NegativeMode::Shared, 0.0, beta}),
+                      Contains("'beta'"));
+  // (1 + beta) / tau at most 1e3 (float) or 1e6 (double), at both ends.
+  CHECK_NOTHROW(contrastive::InfoNCEWithNegatives<float>(P{0.1, NegativeMode::Shared, 0.1, 99.0}));
+  CHECK_THROWS_WITH(contrastive::InfoNCEWithNegatives<float>(P{0.1, NegativeMode::Shared, 0.1, 99.5}), Contains("'beta'"));
+  CHECK_NOTHROW(contrastive::InfoNCEWithNegatives<double>(P{0.1, NegativeMode::Shared, 0.1, 99.5}));
+  CHECK_THROWS_WITH(contrastive::InfoNCEWithNegatives<double>(P{0.1, NegativeMode::Shared, 0.0, 1e6}), Contains("'beta'"));
+  contrastive::InfoNCEWithNegatives<float> settable(P{0.1, NegativeMode::Shared, 0.1, 9.0});
+  CHECK_THROWS_WITH(settable.set_temperature(0.005), Contains("'temperature'") && Contains("beta"));
+  CHECK(settable.params().temperature == 0.1);
+  CHECK_NOTHROW(settable.set_temperature(0.01));
+  // At the ends of the range the float loss is finite and within 1e-2 of double (tau / (1 + beta) = 1e-3).
+  std::mt19937_64 rng(64);
+  MatD q, p, nk;
+  mixed_batch(8, 6, 24, rng, q, p, nk);
+  {
+    const P prm{0.1, NegativeMode::PerQuery, 0.1, 99.0};
+    const MatF fq = q.cast<float>(), fp = p.cast<float>(), fk = nk.cast<float>();
+    const auto rf = contrastive::InfoNCEWithNegatives<float>(prm).value_and_grad(fq, fp, fk);
+    const auto rd = contrastive::InfoNCEWithNegatives<double>(prm).value_and_grad(
+        MatD(fq.cast<double>()), MatD(fp.cast<double>()), MatD(fk.cast<double>()));
+    REQUIRE(std::isfinite(rf.value));
+    REQUIRE(rf.grad_negative_keys.allFinite());
+    CHECK(near(rf.value, rd.value, 1e-2));
+    CHECK(near(rf.grad_a, rd.grad_a, 1e-2));
+    CHECK(near(rf.grad_negative_keys, rd.grad_negative_keys, 1e-2));
+    CHECK(near(rf.grad_temperature, rd.grad_temperature, 1e-2));
+  }
+  // Bad input with debiasing on: named, nothing written.
+  const contrastive::InfoNCEWithNegatives<double> loss(P{0.2, NegativeMode::PerQuery, 0.2, 1.0});
+  MatD gq = MatD::Constant(8, 6, 7.0), gp = MatD::Constant(8, 6, 7.0), gn = MatD::Constant(24, 6, 7.0);
+  double dtau = 7.0;
+  contrastive::Workspace<double> ws;
+  MatD bad = nk;
+  bad(5, 2) = nan;
+  CHECK_THROWS_WITH(loss.value_and_grad(q, p, bad, gq, gp, gn, &dtau, ws), Contains("'negative_keys'"));
+  MatD gn20 = MatD::Constant(20, 6, 7.0);
+  CHECK_THROWS_WITH(loss.value_and_grad(q, p, MatD(nk.topRows(20)), gq, gp, gn20, &dtau, ws),
+                    Contains("'negative_keys'") && Contains("multiple"));
+  CHECK((gn20.array() == 7.0).all());
+  CHECK((gq.array() == 7.0).all());
+  CHECK((gp.array() == 7.0).all());
+  CHECK((gn.array() == 7.0).all());
+  CHECK(dtau == 7.0);
+  // No negative keys: 0 with zero gradients, as the plain loss.
+  const auto r0 = contrastive::InfoNCEWithNegatives<double>(P{0.2, NegativeMode::Shared, 0.2, 1.0}).value_and_grad(q, p, MatD(0, 6));
+  CHECK(r0.value == 0.0);
+  CHECK(r0.grad_a.isZero(0.0));
+  CHECK(r0.grad_temperature == 0.0);
 }

@@ -12,7 +12,7 @@
 // outputs  any writable dense Eigen objects of the inputs' shapes (an optional
 //          one may be nullptr);
 // scalar gradients  Scalar* (each may be nullptr): dL/dtau, or SigLIP's
-//          dL/dt and dL/db;
+//          dL/dt and dL/db, Alignment's dL/dalpha, Uniformity's dL/dt;
 // call     a CallOptions<Scalar>: reduction, anchor weights, per-anchor
 //          losses, instance ids, labels.  A loss rejects an option it does
 //          not define with std::invalid_argument naming it.
@@ -215,6 +215,8 @@ struct Result {
   Scalar grad_temperature{};    ///< dL/dtau (losses with a temperature)
   Scalar grad_logit_scale{};    ///< dL/dt (SigLIP)
   Scalar grad_logit_bias{};     ///< dL/db (SigLIP)
+  Scalar grad_alpha{};          ///< dL/dalpha (Alignment: the power of the distance)
+  Scalar grad_t{};              ///< dL/dt (Uniformity: the scale of the squared distances)
   std::vector<Scalar> per_anchor;  ///< l_r of every anchor (losses with anchors)
 };
 

@@ -21,4 +21,6 @@
 #include "negative_keys.hpp"
 #include "sampled_negatives.hpp"
 #include "memory_bank.hpp"
+#include "alignment_uniformity.hpp"
+#include "temperature.hpp"
 #include "diagnostics.hpp"

@@ -9,6 +9,7 @@
 
 #include <Eigen/Core>
 
+#include "alignment_uniformity.hpp"
 #include "detail/checks.hpp"
 #include "detail/math.hpp"
 #include "engine.hpp"
@@ -66,6 +67,35 @@ SimilarityStats similarity_stats(const Eigen::MatrixBase<DA>& za, const Eigen::M
                                        gu.squaredNorm() - nu.squaredNorm() + gv.squaredNorm() - nv.squaredNorm(),
                                        2 * n * (n - 1));
   return st;
+}
+
+/// Wang & Isola's two measures of a batch of pairs: the values of the
+/// Alignment and Uniformity losses (alignment_uniformity.hpp).
+struct AlignmentUniformity {
+  double alignment = 0;     ///< (1/n) sum_i ||u_i - v_i||^alpha
+  double uniformity_u = 0;  ///< L_unif(U) = log of the mean over i != j of e^{-t ||u_i - u_j||^2}
+  double uniformity_v = 0;  ///< L_unif(V), the same over the rows of zb
+  double uniformity = 0;    ///< (uniformity_u + uniformity_v) / 2, the Uniformity loss
+};
+
+/// Alignment (power alpha, default 2) and uniformity (scale t, default 2)
+/// of a batch, beside similarity_stats(): the values of Alignment<double>
+/// and Uniformity<double> on (za, zb), computed in double, and each view's
+/// L_unif from the same call.  No gradients.  Throws std::invalid_argument
+/// as the losses do (naming 'za', 'zb', 'alpha' or 't').
+template <typename DA, typename DB>
+AlignmentUniformity alignment_uniformity(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                                         double alpha = 2.0, double t = 2.0) {
+  const Alignment<double> align(AlignmentParams{alpha});
+  const Uniformity<double> unif(UniformityParams{t});
+  Workspace<double> ws;
+  AlignmentUniformity r;
+  r.alignment = align.value(za, zb, ws);
+  r.uniformity = unif.value(za, zb, ws);
+  const auto& lse = detail::buffers(ws).cs.lse;  // the two views' L_unif (UniformityKernel::finish)
+  r.uniformity_u = lse[0];
+  r.uniformity_v = lse[1];
+  return r;
 }
 
 /// The full-batch and mini-batch theory of the paper notes (Sec. 5).

@@ -19,7 +19,31 @@
 //
 // then back through the normalisation.  No negative keys at all (M = 0, e.g.
 // an empty MemoryBank on the first step) is defined: l_i = log(e^x / e^x) = 0
-// with zero gradients.  Shared mode costs two GEMMs of n x M x d (one more
+// with zero gradients.
+//
+// Debiased and hard negatives (tau_plus > 0 or beta > 0): Chuang et al.'s
+// corrected negative term and Robinson et al.'s importance weights, as
+// tests/data/REFERENCE_LOSSES.md §1-2 define them for the batch losses, with
+// N the query's number of negative keys (M shared, k per query):
+//
+//   R_i  = sum_j e^{x_ij}                                   (beta = 0)
+//        = N sum_j w_ij e^{x_ij},  w_ij = e^{beta x_ij} / sum_j' e^{beta x_ij'}   (beta > 0)
+//   Ng_i = max( (R_i - tau_plus N e^{x_ip}) / (1 - tau_plus),  N e^{-1/tau} )
+//   l_i  = log(e^{x_ip} + Ng_i) - x_ip = softplus(log Ng_i - x_ip).
+//
+// Nothing is detached (the positive in the correction, the weights).  With
+// D_i = R_i - tau_plus N e^{x_ip}, miss_i = sigmoid(log Ng_i - x_ip) and
+// phi, omega the softmaxes of (1 + beta) x and beta x over the query's keys:
+//
+//   unclamped: dl/dx_ij = miss R/D ((1 + beta) phi_ij - beta omega_ij),   dl/dx_ip = -miss R/D,
+//              dl/dtau  = -(1/tau) sum_j dl/dx_ij (x_ij - x_ip)     (the x-gradients sum to 0);
+//   clamped:   dl/dx_ij = 0,   dl/dx_ip = -miss,   dl/dtau = (miss/tau)(x_ip + 1/tau)
+//              (the floor N e^{-1/tau} is differentiated in tau).
+//
+// tau_plus = 0 and beta = 0 is the loss above exactly (the same code path).
+// Every exponential is taken against the query's largest logit, so none
+// overflows; R_i, D_i and Ng_i are formed as logarithms (D_i through
+// log(-expm1(.)), exact as the correction approaches R_i).  Shared mode costs two GEMMs of n x M x d (one more
 // for dl/dN), done in blocks of query rows so memory is O(block * M + (n + M) d),
 // never n x M.  PerQuery costs O(n k d).
 #pragma once
@@ -27,6 +51,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -55,10 +80,22 @@ struct NegativeKeysParams {
   double temperature = 0.1;
   /// Shared (default) or PerQuery.
   NegativeMode mode = NegativeMode::Shared;
+  /// tau+ in [0, 1): the probability that a negative key shares the query's
+  /// class (Chuang et al.'s debiasing; e.g. 1/classes).  0: no correction.
+  double tau_plus = 0.0;
+  /// beta >= 0: concentration of the importance weights e^{beta x} on hard
+  /// negatives (Robinson et al.; their runs use 0.5 to 6).  0: none.  A loss
+  /// takes beta with (1 + beta) / tau at most 1/tau's largest value of its
+  /// scalar (1e3 in float, 1e6 in double): the weighted sum's exponents
+  /// (1 + beta) x are logits at temperature tau / (1 + beta).
+  double beta = 0.0;
 
   /// Throws std::invalid_argument naming the first invalid field.
   void check(const char* where = "contrastive::NegativeKeysParams") const {
     detail::check_positive_finite(where, "temperature", temperature);
+    if (!(std::isfinite(tau_plus) && tau_plus >= 0.0 && tau_plus < 1.0))
+      detail::fail_field(where, "tau_plus", "must be in [0, 1) " + detail::got(tau_plus));
+    if (!(std::isfinite(beta) && beta >= 0.0)) detail::fail_field(where, "beta", "must be finite and >= 0 " + detail::got(beta));
   }
 };
 
@@ -93,11 +130,13 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
   explicit InfoNCEWithNegatives(const NegativeKeysParams& params = {}, const EngineOptions& options = {})
       : LossSettings<NegativeKeysParams>(params, options, kName) {
     detail::check_temperature<Scalar>(kName, "temperature", params_.temperature);
+    check_hardness("beta", params_.temperature, params_.beta);
   }
 
-  /// Changes the temperature; validated as in check().
+  /// Changes the temperature; validated as on construction (also against beta).
   void set_temperature(double tau) {
     detail::check_temperature<Scalar>(kName, "temperature", tau);
+    check_hardness("temperature", tau, params_.beta);
     params_.temperature = tau;
   }
   /// One anchor per query.
@@ -172,6 +211,20 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
   static constexpr const char* kName = "contrastive::InfoNCEWithNegatives";
   using RowMatrix = detail::RowMatrix<Scalar>;
 
+  /// (1 + beta) / tau within the logit scales S computes correctly.
+  static void check_hardness(const char* field, double tau, double beta) {
+    const double hi = 1.0 / detail::Limits<Scalar>::min_temperature;
+    if (!((1.0 + beta) / tau <= hi)) {
+      std::ostringstream os;
+      os << "gives (1 + beta) / tau = " << (1.0 + beta) / tau << " (beta = " << beta << ", tau = " << tau
+         << "): it must be at most " << hi << " for " << (sizeof(Scalar) <= 4 ? "float" : "double")
+         << " (the hard-negative weights are logits at temperature tau / (1 + beta))";
+      detail::fail_field(kName, field, os.str());
+    }
+  }
+  /// Neither debiasing nor hard-negative weights: the plain loss.
+  bool plain() const { return params_.tau_plus == 0.0 && params_.beta == 0.0; }
+
   template <typename DQ, typename DP, typename DN, typename GQ, typename GP, typename GN>
   Scalar gradients(const Eigen::MatrixBase<DQ>& query, const Eigen::MatrixBase<DP>& positive_key,
                    const Eigen::MatrixBase<DN>& negative_keys, const Eigen::MatrixBase<GQ>& grad_query,
@@ -239,7 +292,7 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     b.keys_clamped.assign(static_cast<std::size_t>(m), 0);
     if (m > 0) detail::load_rows(b.keys, b.keys_inv_norm, b.keys_clamped, 0, nk, kName, "negative_keys");
     b.losses.assign(static_cast<std::size_t>(n), Scalar(0));
-    b.scratch.resize(per_query(n, m));
+    b.scratch.resize((params_.beta > 0.0 ? 2 : 1) * per_query(n, m));
     b.threads = 1;
     b.streamed = false;
   }
@@ -279,6 +332,79 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     return -c * miss;
   }
 
+  /// query_terms() of the debiased / hard-negative loss (formulas at the top).
+  template <typename Row>
+  Scalar debiased_terms(detail::Buffers<Scalar>& b, Eigen::Index i, Row&& x, bool grad, double& value,
+                        double& dtau) const {
+    const Eigen::Index n = b.w.rows() / 2, k = x.size();
+    const double tau = params_.temperature, tp = params_.tau_plus, beta = params_.beta;
+    const Scalar inv_tau = static_cast<Scalar>(1.0 / tau);
+    const Scalar s_pos = b.w.row(i).dot(b.w.row(n + i));
+    const Scalar sp = inv_tau * s_pos;
+    const Scalar mx = x.maxCoeff();
+    auto g = b.scratch.head(k);  // e^{x - m}; with beta > 0 then e^{(1 + beta)(x - m)}
+    auto e = b.scratch.segment(beta > 0.0 ? k : 0, beta > 0.0 ? k : 0);  // e^{beta (x - m)}
+    g = (x - mx).exp();
+    const double log_n = std::log(static_cast<double>(k));
+    double log_r, sg, se = 0;
+    if (beta > 0.0) {
+      e = (static_cast<Scalar>(beta) * (x - mx)).exp();
+      g *= e;
+      sg = static_cast<double>(g.sum());
+      se = static_cast<double>(e.sum());
+      log_r = log_n + static_cast<double>(mx) + std::log(sg) - std::log(se);
+    } else {
+      sg = static_cast<double>(g.sum());
+      log_r = static_cast<double>(mx) + std::log(sg);
+    }
+    // D = R - tau_plus N e^{x_p} (as log D, and R / D), then the clamp.
+    double log_d = log_r, r_over_d = 1.0;
+    bool clamped = false;
+    if (tp > 0.0) {
+      const double delta = std::log(tp) + log_n + static_cast<double>(sp) - log_r;  // log(tau_plus N e^{x_p} / R)
+      if (delta >= 0.0) {
+        clamped = true;
+      } else {
+        const double q = -std::expm1(delta);  // D / R in (0, 1]
+        log_d = log_r + std::log(q);
+        r_over_d = 1.0 / q;
+      }
+    }
+    const double log_floor = log_n - 1.0 / tau;
+    const double log_raw = log_d - std::log1p(-tp);
+    clamped = clamped || log_raw < log_floor;
+    const double gap = (clamped ? log_floor : log_raw) - static_cast<double>(sp);  // log Ng - x_p
+    const Scalar term = static_cast<Scalar>(detail::softplus(gap));
+    b.losses[static_cast<std::size_t>(i)] = term;
+    const double a = static_cast<double>(b.coef[i]);
+    value += a * static_cast<double>(term);
+    if (!grad) return Scalar(0);
+    const double miss = detail::sigmoid(gap);
+    if (clamped) {
+      // Only the positive and the floor's tau: dl/dtau = (miss/tau)(x_p + 1/tau) = miss (s_p + 1) / tau^2.
+      dtau += a * miss * (static_cast<double>(s_pos) + 1.0) / (tau * tau);
+      x.setZero();
+      return static_cast<Scalar>(-a / tau * miss);
+    }
+    const double m = miss * r_over_d;  // dl/dx_p = -m; the x-gradients of the keys sum to m
+    // dL/dtau = -(a/tau) sum_j dl/dx_ij (x_ij - x_ip), centred on the positive.
+    double centred = (beta > 0.0 ? 1.0 + beta : 1.0) * static_cast<double>((g * (x - sp)).sum()) / sg;
+    if (beta > 0.0) centred -= beta * static_cast<double>((e * (x - sp)).sum()) / se;
+    dtau -= a / tau * m * centred;
+    const double c = a / tau * m;
+    if (beta > 0.0)
+      x = static_cast<Scalar>(c * (1.0 + beta) / sg) * g - static_cast<Scalar>(c * beta / se) * e;
+    else
+      x = static_cast<Scalar>(c / sg) * g;
+    return static_cast<Scalar>(-c);
+  }
+
+  /// The terms of query i: the plain loss's or the debiased one's.
+  template <typename Row>
+  Scalar terms(detail::Buffers<Scalar>& b, Eigen::Index i, Row&& x, bool grad, double& value, double& dtau) const {
+    return plain() ? query_terms(b, i, x, grad, value, dtau) : debiased_terms(b, i, x, grad, value, dtau);
+  }
+
   double run(detail::Buffers<Scalar>& b, bool grad, bool grad_neg, double& dtau) const {
     const Eigen::Index n = b.w.rows() / 2, d = b.w.cols(), m = b.keys.rows();
     const Scalar inv_tau = static_cast<Scalar>(1.0 / params_.temperature);
@@ -297,7 +423,7 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
         const auto keys = b.keys.middleRows(i * k, k);
         auto x = b.logits.row(0).transpose().array();
         x = (inv_tau * (keys * b.w.row(i).transpose())).array();
-        const Scalar cp = query_terms(b, i, x, grad, value, dtau);
+        const Scalar cp = terms(b, i, x, grad, value, dtau);
         if (!grad) continue;
         dw.row(i).noalias() += b.logits.row(0) * keys;
         dw.row(i) += cp * b.w.row(n + i);
@@ -324,7 +450,7 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
       x.noalias() = inv_tau * (qb * b.keys.transpose());
       for (Eigen::Index i = 0; i < nb; ++i) {
         auto xi = x.row(i).transpose().array();
-        const Scalar cp = query_terms(b, r0 + i, xi, grad, value, dtau);
+        const Scalar cp = terms(b, r0 + i, xi, grad, value, dtau);
         if (!grad) continue;
         dw.row(r0 + i) += cp * b.w.row(n + r0 + i);
         dw.row(n + r0 + i) += cp * b.w.row(r0 + i);

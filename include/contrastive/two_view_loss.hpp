@@ -16,6 +16,23 @@
 
 namespace contrastive {
 
+namespace detail {
+/// Where the allocating value_and_grad(za, zb, call) puts a loss's scalar
+/// gradients: Loss::result_fields(result) when the loss declares it (e.g.
+/// Alignment: Result::grad_alpha), otherwise Result::grad_temperature (one
+/// scalar gradient) or grad_logit_scale and grad_logit_bias (two).
+template <typename L, typename S, typename = void>
+struct ResultFields {
+  static std::array<S*, 2> of(Result<S>& r) {
+    return {L::kScalarGradients == 2 ? &r.grad_logit_scale : &r.grad_temperature, &r.grad_logit_bias};
+  }
+};
+template <typename L, typename S>
+struct ResultFields<L, S, std::void_t<decltype(L::result_fields(std::declval<Result<S>&>()))>> {
+  static std::array<S*, 2> of(Result<S>& r) { return L::result_fields(r); }
+};
+}  // namespace detail
+
 /// What every configured loss carries: its parameters (validated by their
 /// check() on construction, naming the field; a loss adds the ranges its
 /// Scalar computes correctly), its engine options (also validated) and the
@@ -51,7 +68,8 @@ class LossSettings {
 ///
 /// where "scalar gradients" are as many `Scalar*` (each may be null) as the
 /// loss has differentiable scalar parameters: none (Spectral, VRNS), one
-/// (dL/dtau: the InfoNCE family, SupCon, Combined, SampledNegatives) or two
+/// (dL/dtau: the InfoNCE family, SupCon, Combined, SampledNegatives;
+/// Alignment's dL/dalpha, Uniformity's dL/dt) or two
 /// (SigLIP's dL/dt and dL/db).  Inputs are any dense Eigen expressions;
 /// outputs any writable dense Eigen objects of the inputs' shape.  On an
 /// exception nothing of the outputs has been written.  With a reused
@@ -115,9 +133,10 @@ class TwoViewLoss {
   }
 
   /// Value and every gradient, allocated (see Result).  The scalar gradient
-  /// is Result::grad_temperature (one parameter) or grad_logit_scale and
-  /// grad_logit_bias (SigLIP); Result::per_anchor holds the per-anchor
-  /// losses of losses that have anchors.
+  /// is Result::grad_temperature (one parameter; Alignment's grad_alpha,
+  /// Uniformity's grad_t) or grad_logit_scale and grad_logit_bias (SigLIP);
+  /// Result::per_anchor holds the per-anchor losses of losses that have
+  /// anchors.
   template <typename DA, typename DB>
   Result<Scalar> value_and_grad(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                                 const Call& call = {}) const {
@@ -130,9 +149,8 @@ class TwoViewLoss {
       out.per_anchor.assign(static_cast<std::size_t>(a), Scalar(0));
       c.per_anchor = out.per_anchor;
     }
-    Scalar* g[2] = {Derived::kScalarGradients == 2 ? &out.grad_logit_scale : &out.grad_temperature,
-                    &out.grad_logit_bias};
-    out.value = self().differentiate(za, zb, out.grad_a, out.grad_b, g, detail::buffers(ws), c);
+    std::array<Scalar*, 2> g = detail::ResultFields<Derived, Scalar>::of(out);
+    out.value = self().differentiate(za, zb, out.grad_a, out.grad_b, g.data(), detail::buffers(ws), c);
     if (a > 0 && call.per_anchor.given()) out.per_anchor.assign(call.per_anchor.begin(), call.per_anchor.end());
     return out;
   }

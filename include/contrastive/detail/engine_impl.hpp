@@ -474,7 +474,8 @@ class Engine {
     for (std::size_t t = 0; t < b.tiles.size(); ++t)
       if (p.owns(t))
         cache_bytes += static_cast<double>(sizeof(S)) * static_cast<double>(b.tiles[t].nr) * static_cast<double>(b.tiles[t].nc);
-    const long units = std::max<long>(ntiles, 2 * static_cast<long>(p.blocks));
+    // No tile (a kernel of pair terms only, O(n d)): nothing to share, no parallel region.
+    const long units = ntiles == 0 ? 1 : std::max<long>(ntiles, 2 * static_cast<long>(p.blocks));
     p.threads = static_cast<int>(std::max<long>(1, std::min<long>(threads, units)));
     p.materialised = cache_bytes <= static_cast<double>(opt.memory_budget_bytes);
     p.cache = p.materialised && want_grad;
