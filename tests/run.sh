@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: builds the tests with -Werror and runs them,
 # optimised, then a quick subset optimised with clang (ctest label "smoke"),
-# then everything again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# then everything again under AddressSanitizer + UndefinedBehaviorSanitizer
+# (without the libtorch adapter's test: tests/CMakeLists.txt leaves it out of
+# sanitizer builds, since libtorch itself is not instrumented).
 # CXX selects the compiler of the full passes (CXX=clang++ bash tests/run.sh);
 # the clang subset is left out when that compiler is already clang.
 set -euo pipefail

@@ -493,3 +493,34 @@ TEMPLATE_TEST_CASE("battery: thread counts, cached and streamed tiles, workspace
   evaluate<TestType, double>(theta, base, za, zb, ws);
   CHECK(ws.bytes() == bytes);  // same shape again: nothing grows
 }
+
+TEMPLATE_TEST_CASE("battery: set_temperature equals constructing with that temperature", "[battery][temperature]",
+                   NTXentCase, NTXentIdsCase, SupConCase, WithVRNSCase, CombinedCase, SampledCase) {
+  INFO(TestType::name);
+  using Catch::Matchers::Contains;
+  std::mt19937_64 rng(41);
+  const MatD za = uneven_rows(8, 5, rng), zb = uneven_rows(8, 5, rng);
+  const double tau = 0.37;
+  contrastive::Workspace<double> ws;
+  const auto ref = evaluate<TestType, double>({tau}, {}, za, zb, ws);
+  auto loss = TestType::template make<double>(TestType::theta0(), {});
+  loss.set_temperature(tau);
+  MatD ga(za.rows(), za.cols()), gb(zb.rows(), zb.cols());
+  std::vector<double> dt;
+  const auto call = TestType::template call<double>(za.rows());
+  CHECK(TestType::grad(loss, za, zb, ga, gb, dt, ws, call) == ref.value);
+  CHECK(ga == ref.ga);
+  CHECK(gb == ref.gb);
+  CHECK(dt == ref.dtheta);
+  // A temperature out of range is rejected by name and changes nothing.
+  CHECK_THROWS_WITH(loss.set_temperature(1e-9), Contains("'temperature'"));
+  CHECK(TestType::grad(loss, za, zb, ga, gb, dt, ws, call) == ref.value);
+}
+
+TEST_CASE("a sum without a base loss has no temperature to set", "[battery][temperature]") {
+  using Catch::Matchers::Contains;
+  contrastive::Combined<double> sum({contrastive::LossTerm::make_spectral({1.0, 0.0})});
+  CHECK_FALSE(sum.has_base());
+  CHECK(contrastive::Combined<double>(contrastive::CLIP<double>(0.1), {}).has_base());
+  CHECK_THROWS_WITH(sum.set_temperature(0.5), Contains("'temperature'") && Contains("no base loss"));
+}

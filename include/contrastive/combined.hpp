@@ -192,6 +192,16 @@ class Combined : public TwoViewLoss<Combined<Scalar>, Scalar> {
   const char* name() const { return name_; }
   /// No per-anchor outputs (0).
   Eigen::Index anchors(Eigen::Index) const { return 0; }
+  /// True when the sum has an InfoNCE-family base loss (and so a temperature).
+  bool has_base() const { return base_.has_value(); }
+  /// Changes the base loss's temperature (e.g. a learned one), validated as
+  /// on construction.  A sum without a base has no temperature: throws
+  /// std::invalid_argument naming field 'temperature'.
+  void set_temperature(double tau) {
+    if (!base_) detail::fail_field(name_, "temperature", "does not exist: this sum has no base loss");
+    detail::check_temperature<Scalar>(name_, "temperature", tau);
+    base_->set_temperature(tau);
+  }
 
  private:
   friend struct detail::EngineCall;

@@ -91,6 +91,11 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
   const SamplingParams& sampling() const { return sampling_; }
   /// A new seed, e.g. one per training step.
   void set_seed(std::uint64_t seed) { sampling_.seed = seed; }
+  /// Changes the temperature (e.g. a learned one); validated as on construction.
+  void set_temperature(double tau) {
+    detail::check_temperature<Scalar>(kName, "temperature", tau);
+    params_.temperature = tau;
+  }
   /// "contrastive::SampledNegatives".
   const char* name() const { return kName; }
   /// Number of anchors for n instances: n one-way, 2n symmetric.

@@ -213,6 +213,11 @@ class SupCon : public TwoViewLoss<SupCon<Scalar>, Scalar>, public LossSettings<S
   }
   /// tau.
   double temperature() const { return params_.temperature; }
+  /// Changes the temperature (e.g. a learned one); validated as on construction.
+  void set_temperature(double tau) {
+    detail::check_temperature<Scalar>(kName, "temperature", tau);
+    params_.temperature = tau;
+  }
   /// SupCon has no per-anchor outputs (0).
   Eigen::Index anchors(Eigen::Index) const { return 0; }
 

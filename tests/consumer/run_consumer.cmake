@@ -1,5 +1,5 @@
 # Builds and runs one consumer of contrastive; cmake -P this file with
-#   -DMODE=install | find_package | version_rejected | pkg_config | add_subdirectory | fetchcontent | export
+#   -DMODE=install | find_package | find_package_torch | version_rejected | pkg_config | add_subdirectory | fetchcontent | export
 #   -DSOURCE_DIR=<contrastive source tree>   -DWORK_DIR=<scratch directory, emptied first>
 #   -DPREFIX=<install prefix of the install mode; empty: the system's>
 #   -DVERSION=<the version the consumer must see>
@@ -102,6 +102,19 @@ if(MODE STREQUAL "install")
 
 elseif(MODE STREQUAL "find_package")
   build_and_run_consumer(${consumers}/find_package ${prefix_args})
+
+elseif(MODE STREQUAL "find_package_torch")
+  # Without libtorch the required component fails, saying why; with it, a
+  # libtorch program builds and runs.
+  execute_process(COMMAND ${CMAKE_COMMAND} -S ${consumers}/find_package_torch -B ${WORK_DIR}/no-torch ${common}
+                          ${prefix_args} -DCMAKE_DISABLE_FIND_PACKAGE_Torch=ON
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE o ERROR_VARIABLE e)
+  if(rc EQUAL 0)
+    message(FATAL_ERROR "find_package(contrastive COMPONENTS torch) configured without libtorch:\n${o}\n${e}")
+  endif()
+  string(REGEX REPLACE "[ \t\r\n]+" " " e_flat "${e}")
+  expect("${e_flat}" "the configure error without libtorch" "component 'torch' needs libtorch")
+  build_and_run_consumer(${consumers}/find_package_torch ${prefix_args})
 
 elseif(MODE STREQUAL "version_rejected")
   # Must fail, and because of the version: the package is found, with VERSION.
