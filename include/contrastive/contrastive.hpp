@@ -22,3 +22,4 @@
 #include "sampled_negatives.hpp"
 #include "memory_bank.hpp"
 #include "diagnostics.hpp"
+#include "detail/precompiled.hpp"
