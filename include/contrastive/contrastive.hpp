@@ -24,3 +24,4 @@
 #include "alignment_uniformity.hpp"
 #include "temperature.hpp"
 #include "diagnostics.hpp"
+#include "detail/precompiled.hpp"

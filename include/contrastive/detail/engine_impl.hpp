@@ -401,33 +401,7 @@ class Engine {
   /// the kernel's results are in b.cs.
   template <typename Kernel>
   static double run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad, const char* where,
-                    const Distribution& dist = {}) {
-    static_assert(check_kernel<Kernel, S>(), "contrastive: not a kernel");
-    const Plan p = plan(kernel, b, opt, want_grad, where, dist);
-    size(b, p);
-    b.cs.online = p.online;
-    kernel.begin(b.w, b.cs);
-    pass1(kernel, b, p);
-    PairSums sums = tile_totals(b);
-    if (dist.active()) merge_processes(b, p, *dist.group, sums);
-    b.cs.sums.add(sums);
-    const double value = kernel.finish(b.w, b.stats, b.cs) + sums.value;
-    const Eigen::Index n = b.w.rows() / b.views;
-    if (want_grad) {
-      for (auto& t : b.tile_sums) t = PairSums{};
-      pass2(kernel, b, p);
-      sums = tile_totals(b);
-      if (dist.active()) {
-        double v[3] = {sums.value, sums.term_derivative, sums.term_dot};
-        dist.group->all_reduce(v, 3, ProcessGroup::Op::Sum);
-        sums = PairSums{v[0], v[1], v[2]};
-        scatter_rows(b, dist);
-      }
-      b.cs.sums.add(sums);
-      kernel.pair_terms(b.w, b.cs, b.dw, dist.active() ? dist.offset : 0, dist.active() ? dist.offset + dist.local : n);
-    }
-    return value;
-  }
+                    const Distribution& dist = {});
 
   /// Chooses tiles, threads and the schedule.
   template <typename Kernel>
@@ -866,6 +840,42 @@ class Engine {
     }
   }
 };
+
+// Defined out of the class, so it is not inline: with CONTRASTIVE_PRECOMPILED
+// (detail/precompiled.hpp) its float and double instances for the library's
+// kernels are declared extern and compiled once, in the contrastive::precompiled
+// library, instead of in every translation unit.
+template <typename S>
+template <typename Kernel>
+double Engine<S>::run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad, const char* where,
+                      const Distribution& dist) {
+  static_assert(check_kernel<Kernel, S>(), "contrastive: not a kernel");
+  const Plan p = plan(kernel, b, opt, want_grad, where, dist);
+  size(b, p);
+  b.cs.online = p.online;
+  kernel.begin(b.w, b.cs);
+  pass1(kernel, b, p);
+  PairSums sums = tile_totals(b);
+  if (dist.active()) merge_processes(b, p, *dist.group, sums);
+  b.cs.sums.add(sums);
+  const double value = kernel.finish(b.w, b.stats, b.cs) + sums.value;
+  const Eigen::Index n = b.w.rows() / b.views;
+  if (want_grad) {
+    for (auto& t : b.tile_sums) t = PairSums{};
+    pass2(kernel, b, p);
+    sums = tile_totals(b);
+    if (dist.active()) {
+      double v[3] = {sums.value, sums.term_derivative, sums.term_dot};
+      dist.group->all_reduce(v, 3, ProcessGroup::Op::Sum);
+      sums = PairSums{v[0], v[1], v[2]};
+      scatter_rows(b, dist);
+    }
+    b.cs.sums.add(sums);
+    kernel.pair_terms(b.w, b.cs, b.dw, dist.active() ? dist.offset : 0, dist.active() ? dist.offset + dist.local : n);
+  }
+  return value;
+}
+
 
 }  // namespace detail
 }  // namespace contrastive
