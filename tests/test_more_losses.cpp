@@ -294,7 +294,7 @@ TEST_CASE("issue 15 parameters are validated by name", "[more][bad-input]") {
   MultiPositiveParams mp;
   mp.family = DCL<double>(0.1).params();
   CHECK_THROWS_WITH(mp.check(), Contains("'family.positive_in_denominator'"));
-
+}
 
 // ============================================================================
 // Alignment, uniformity and the learned log logit scale (issue 15, items 7

@@ -442,6 +442,58 @@ TEST_CASE("torch: strided inputs give what contiguous ones give, without a copy"
   CHECK(contrastive::tch::apply(loss, rows, zb).item<double>() == Approx(v).epsilon(1e-14));
 }
 
+namespace {
+/// The library's own call on the tensors' values: value, dL/dza, dL/dzb.
+template <typename Loss>
+Tensors direct(const Loss& loss, const torch::Tensor& za, const torch::Tensor& zb,
+               const contrastive::CallOptions<double>& call = {}) {
+  using RowMatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const torch::Tensor a = za.contiguous(), b = zb.contiguous();
+  const RowMatD ea = Eigen::Map<const RowMatD>(a.data_ptr<double>(), a.size(0), a.size(1));
+  const RowMatD eb = Eigen::Map<const RowMatD>(b.data_ptr<double>(), b.size(0), b.size(1));
+  const auto r = loss.value_and_grad(ea, eb, call);
+  torch::Tensor ga = torch::empty_like(a), gb = torch::empty_like(b);
+  Eigen::Map<RowMatD>(ga.data_ptr<double>(), ga.size(0), ga.size(1)) = r.grad_a;
+  Eigen::Map<RowMatD>(gb.data_ptr<double>(), gb.size(0), gb.size(1)) = r.grad_b;
+  return {torch::scalar_tensor(r.value, torch::kDouble), ga, gb};
+}
+
+template <typename Loss>
+void expect_direct(const Loss& loss, const torch::Tensor& za, const torch::Tensor& zb, const Options& o = {},
+                   const contrastive::CallOptions<double>& call = {}) {
+  INFO(loss.name());
+  const auto got =
+      value_and_grads([&](const Tensors& v) { return contrastive::tch::apply(loss, v[0], v[1], o); }, {za, zb});
+  const auto want = direct(loss, za, zb, call);
+  CHECK(close(got[0], want[0], 1e-14));
+  CHECK(close(got[1], want[1], 1e-14));
+  CHECK(close(got[2], want[2], 1e-14));
+}
+}  // namespace
+
+TEST_CASE("torch: the losses added since the adapter run through it unchanged", "[torch][losses]") {
+  torch::manual_seed(11);
+  const int64_t n = 8, d = 5;
+  const torch::Tensor za = uneven(n, d), zb = uneven(n, d);
+  const torch::Tensor ids = torch::tensor({0, 1, 1, 2, 3, 3, 3, 4}, torch::kLong);
+  const std::vector<Eigen::Index> eids = {0, 1, 1, 2, 3, 3, 3, 4};
+  auto with_ids = contrastive::CallOptions<double>{}.with_ids(eids);
+  expect_direct(contrastive::DCLW<double>(0.2, 0.5), za, zb);
+  contrastive::DebiasedParams dp;
+  dp.tau_plus = 0.1;
+  dp.beta = 1.0;
+  expect_direct(contrastive::Debiased<double>(dp), za, zb);
+  expect_direct(contrastive::MultiPositive<double>(), za, zb, Options{}.with_ids(ids), with_ids);
+  auto smooth = contrastive::CLIP<double>(0.1).params();
+  smooth.label_smoothing = 0.1;
+  expect_direct(contrastive::InfoNCEFamily<double>(smooth), za, zb);
+  expect_direct(contrastive::Alignment<double>(), za, zb);
+  expect_direct(contrastive::Uniformity<double>(), za, zb);
+  // Their scalar parameters are not temperatures: the adapter says so.
+  CHECK_THROWS_WITH(contrastive::tch::apply(contrastive::Uniformity<double>(), za, zb, Options{}.with_temperature(0.5)),
+                    Contains("'options.temperature'"));
+}
+
 TEST_CASE("torch: float32 agrees with float64 to 1e-4", "[torch][float]") {
   torch::manual_seed(7);
   const int64_t n = 40, d = 16;

@@ -203,6 +203,12 @@ struct CountScalars<L, std::void_t<decltype(L::kScalarGradients)>> {
   static constexpr int value = L::kScalarGradients;
 };
 
+/// Whether the loss's scalar parameter is a temperature (set_temperature).
+template <typename L, typename = void>
+struct HasTemperature : std::false_type {};
+template <typename L>
+struct HasTemperature<L, std::void_t<decltype(std::declval<L&>().set_temperature(0.5))>> : std::true_type {};
+
 template <typename S>
 constexpr at::ScalarType kDtype = std::is_same<S, float>::value ? at::kFloat : at::kDouble;
 
@@ -500,7 +506,7 @@ std::optional<Loss> with_scalars(const Loss& loss, const Options& o, Inputs& in)
       fail(o.logit_scale.defined() ? "options.logit_scale" : "options.logit_bias",
            "is given but " + name + " has no logit scale or bias (SigLIP's)");
     if (!o.temperature.defined()) return std::nullopt;
-    if constexpr (count == 0) {
+    if constexpr (count == 0 || !HasTemperature<Loss>::value) {
       fail("options.temperature", "is given but " + name + " has no temperature");
     } else {
       const double tau = scalar_value(o.temperature, "options.temperature");

@@ -10,6 +10,7 @@
 // definition nothing changes: the library stays header-only.
 #pragma once
 
+#include "../alignment_uniformity.hpp"
 #include "../combined.hpp"
 #include "../debiased.hpp"
 #include "../infonce_family.hpp"
@@ -45,7 +46,9 @@ using CombinedKernel = SumKernel<S, InfoNCEKernel<S>, MixedKernel<S>>;
   X(S, ::contrastive::detail::SpectralKernel<S>)        \
   X(S, ::contrastive::detail::VRNSKernel<S>)            \
   X(S, ::contrastive::detail::MixedKernel<S>)           \
-  X(S, ::contrastive::detail::CombinedKernel<S>)
+  X(S, ::contrastive::detail::CombinedKernel<S>)        \
+  X(S, ::contrastive::detail::AlignmentKernel<S>)       \
+  X(S, ::contrastive::detail::UniformityKernel<S>)
 
 #define CONTRASTIVE_DETAIL_RUN(S, K)                                                                       \
   double ::contrastive::detail::Engine<S>::run<K>(const K&, ::contrastive::detail::Buffers<S>&,            \
