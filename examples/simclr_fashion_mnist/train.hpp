@@ -1,14 +1,16 @@
-// The SimCLR training loop: two augmented views of a batch, the MLP
+// The SimCLR training loop: two augmented views of a batch, the network
 // (encoder + head) on both, the library's loss and exact gradient on the
-// head outputs, backpropagation and an optimiser step.
+// head outputs, backpropagation into one flat gradient vector and an
+// optimiser step.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <functional>
-#include <numeric>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -18,7 +20,7 @@
 
 #include "augment.hpp"
 #include "idx.hpp"
-#include "mlp.hpp"
+#include "net.hpp"
 
 namespace fmnist {
 
@@ -43,6 +45,11 @@ class Loss {
     return with_vrns_ ? with_vrns_->value_and_grad(za, zb, ga, gb, nullptr, ws)
                       : base_.value_and_grad(za, zb, ga, gb, nullptr, ws);
   }
+  /// Loss value only.
+  template <typename A, typename B>
+  float value(const A& za, const B& zb, contrastive::Workspace<float>& ws) const {
+    return with_vrns_ ? with_vrns_->value(za, zb, ws) : base_.value(za, zb, ws);
+  }
 
  private:
   static contrastive::InfoNCEFamily<float> make_base(const std::string& name, double tau,
@@ -66,12 +73,112 @@ struct TrainConfig {
   double lambda = 0;         ///< weight of the VRNS penalty (0 = off)
   int batch = 256;           ///< pairs per step
   long long samples = 0;     ///< images seen in total (each step sees `batch`)
-  double lr = 1e-3;
+  double lr = 1e-3;          ///< peak learning rate
+  bool cosine = true;        ///< cosine decay of the learning rate to 0 over the run (else constant)
+  long long warmup = 0;      ///< steps of linear warm-up before the decay
   bool sgd = false;          ///< SGD with momentum 0.9 instead of Adam
   double weight_decay = 0;
   unsigned seed = 1;
   int threads = 0;           ///< engine threads (0 = OpenMP default)
   AugmentParams aug{};
+};
+
+/// The learning rate of step s (0-based) of `steps`.
+inline double learning_rate(const TrainConfig& cfg, long long s, long long steps) {
+  if (s < cfg.warmup) return cfg.lr * static_cast<double>(s + 1) / static_cast<double>(cfg.warmup);
+  if (!cfg.cosine) return cfg.lr;
+  const double span = static_cast<double>(std::max<long long>(1, steps - cfg.warmup));
+  const double pi = 3.14159265358979323846;
+  return cfg.lr * 0.5 * (1.0 + std::cos(pi * static_cast<double>(s - cfg.warmup) / span));
+}
+
+/// Where the time of the training steps went (seconds).
+struct TrainTimes {
+  double augment = 0;   ///< making the views
+  double forward = 0;   ///< encoder + head on both views
+  double loss = 0;      ///< inside the library's value_and_grad
+  double backward = 0;  ///< backpropagation into the flat gradient
+  double update = 0;    ///< the optimiser
+  double network() const { return forward + backward + update; }
+};
+
+/// One SimCLR training step in four parts, so that a data-parallel trainer
+/// can put its communication between them: every process runs forward on its
+/// own share of the batch, the loss gives each the exact gradient for its
+/// rows of the global batch, backward turns that into the process's part of
+/// the flat parameter gradient, and the sum over processes of those parts
+/// (one all-reduce of `net.grad`) is what the optimiser steps with.
+class Stepper {
+ public:
+  Stepper(Network<float>& net, const TrainConfig& cfg, long long dataset_size)
+      : net_(net), loss_(cfg.loss, cfg.tau, cfg.lambda, dataset_size, engine_options(cfg)),
+        optim_(net.decay_mask(), cfg.sgd ? Optimizer<float>::Kind::SGD : Optimizer<float>::Kind::Adam,
+               cfg.weight_decay) {}
+
+  /// Head outputs z of the stacked views (2m rows: first views, then second views).
+  const RowMat<float>& forward(const ImageMatrix& views) { return net_.forward(views, cache_); }
+
+  /// The library's loss of z = [za; zb] and its exact gradient dL/dz (into dz()).
+  float loss_and_grad() {
+    const auto& z = cache_.a.back();
+    const Eigen::Index m = z.rows() / 2;
+    dz_.resize(z.rows(), z.cols());
+    return loss_(z.topRows(m), z.bottomRows(m), dz_.topRows(m), dz_.bottomRows(m), ws_);
+  }
+
+  /// dL/dparams of this step into the flat vector net.grad (overwritten).
+  void backward() {
+    net_.grad.setZero();
+    net_.backward(cache_, dz_);
+  }
+
+  /// The optimiser step from net.grad.
+  void update(double lr) { optim_.step(net_.params, net_.grad, lr); }
+
+  /// All four, timed into t; returns the loss.
+  float step(const ImageMatrix& views, double lr, TrainTimes& t) {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    forward(views);
+    const auto t1 = clock::now();
+    const float l = loss_and_grad();
+    const auto t2 = clock::now();
+    backward();
+    const auto t3 = clock::now();
+    // A data-parallel trainer all-reduces (sums) net.grad here.
+    update(lr);
+    const auto t4 = clock::now();
+    const auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+    t.forward += secs(t0, t1);
+    t.loss += secs(t1, t2);
+    t.backward += secs(t2, t3);
+    t.update += secs(t3, t4);
+    return l;
+  }
+
+  const RowMat<float>& dz() const { return dz_; }
+
+ private:
+  static contrastive::EngineOptions engine_options(const TrainConfig& cfg) {
+    contrastive::EngineOptions o;
+    o.num_threads = cfg.threads;
+    return o;
+  }
+  Network<float>& net_;
+  Loss loss_;
+  Optimizer<float> optim_;
+  contrastive::Workspace<float> ws_;
+  Network<float>::Cache cache_;
+  RowMat<float> dz_;
+};
+
+/// Progress inside an epoch, after each step.
+struct StepReport {
+  int epoch;                ///< 1-based
+  long long step, steps;    ///< steps done in this epoch, and its number of steps
+  double seconds;           ///< since the epoch started
+  long long samples;        ///< images seen in this epoch
+  double mean_loss;         ///< over this epoch's steps so far
 };
 
 /// What one reporting period ("epoch" = one pass over the training images) measured.
@@ -80,30 +187,18 @@ struct EpochReport {
   double mean_loss, samples_per_second;
 };
 
-struct TrainTimes {
-  double loss = 0;     ///< inside the library's value_and_grad
-  double augment = 0;  ///< making the views
-  double network = 0;  ///< forward, backward and the optimiser
-};
-
-/// Trains `net` on the rows of x; calls on_epoch after each pass over the
-/// data (and after the last step).  Returns the time breakdown; the loss of
-/// every step goes to *step_losses if given.
-inline TrainTimes train(MLP<float>& net, const ImageMatrix& x, const TrainConfig& cfg,
+/// Trains `net` on the rows of x; calls on_step after every step and
+/// on_epoch after each pass over the data (and after the last step).
+/// Returns the time breakdown; the loss of every step goes to *step_losses if given.
+inline TrainTimes train(Network<float>& net, const ImageMatrix& x, const TrainConfig& cfg,
                         const std::function<void(const EpochReport&)>& on_epoch = {},
-                        std::vector<double>* step_losses = nullptr) {
+                        std::vector<double>* step_losses = nullptr,
+                        const std::function<void(const StepReport&)>& on_step = {}) {
   using clock = std::chrono::steady_clock;
   const auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
   const Eigen::Index n = x.rows(), m = cfg.batch;
   if (m < 2 || m > n) throw std::invalid_argument("batch must be in [2, number of training images]");
-  contrastive::EngineOptions opt;
-  opt.num_threads = cfg.threads;
-  const Loss loss(cfg.loss, cfg.tau, cfg.lambda, static_cast<long long>(n), opt);
-  Optimizer<float> optim(net, cfg.sgd ? Optimizer<float>::Kind::SGD : Optimizer<float>::Kind::Adam, cfg.lr,
-                         cfg.weight_decay);
-  contrastive::Workspace<float> ws;
-  MLP<float>::Cache cache;
-  MLP<float>::Mat grad(2 * m, net.output_size());
+  Stepper stepper(net, cfg, static_cast<long long>(n));
   ImageMatrix views;
   std::vector<Eigen::Index> perm(static_cast<std::size_t>(n)), idx(static_cast<std::size_t>(m));
   std::iota(perm.begin(), perm.end(), Eigen::Index{0});
@@ -120,24 +215,21 @@ inline TrainTimes train(MLP<float>& net, const ImageMatrix& x, const TrainConfig
     std::copy_n(perm.begin() + pos * m, m, idx.begin());
     const auto t0 = clock::now();
     make_views(x, idx, cfg.aug, cfg.seed, static_cast<std::uint64_t>(s), views);
-    const auto t1 = clock::now();
-    const auto& z = net.forward(views, cache);  // both views stacked: 2m rows
-    const auto t2 = clock::now();
-    const float l = loss(z.topRows(m), z.bottomRows(m), grad.topRows(m), grad.bottomRows(m), ws);
-    const auto t3 = clock::now();
-    net.backward(cache, grad);
-    optim.step(net);
-    const auto t4 = clock::now();
-    t.augment += secs(t0, t1);
-    t.loss += secs(t2, t3);
-    t.network += secs(t1, t2) + secs(t3, t4);
+    t.augment += secs(t0, clock::now());
+    const float l = stepper.step(views, learning_rate(cfg, s, steps), t);
     sum += l;
     ++in_epoch;
     if (step_losses) step_losses->push_back(l);
+    const int epoch = static_cast<int>(s / steps_per_epoch) + 1;
+    const long long in_this = std::min(steps_per_epoch, steps - (epoch - 1) * steps_per_epoch);
+    if (on_step)
+      on_step({epoch, in_epoch, in_this, secs(epoch_start, clock::now()), in_epoch * m,
+               sum / static_cast<double>(in_epoch)});
     if ((pos == steps_per_epoch - 1 || s == steps - 1) && on_epoch) {
-      const auto now = clock::now();
-      on_epoch({static_cast<int>(s / steps_per_epoch) + 1, sum / static_cast<double>(in_epoch),
-                static_cast<double>(in_epoch * m) / secs(epoch_start, now)});
+      on_epoch({epoch, sum / static_cast<double>(in_epoch),
+                static_cast<double>(in_epoch * m) / secs(epoch_start, clock::now())});
+    }
+    if (pos == steps_per_epoch - 1 || s == steps - 1) {
       sum = 0;
       in_epoch = 0;
       epoch_start = clock::now();
