@@ -17,6 +17,22 @@
 
 namespace fmnist {
 
+/// Runs Eigen's products on one thread while it lives.  The logistic probe
+/// and PCA make thousands of small products; threading each of them made
+/// the probes ten times slower on a machine whose cores were also busy with
+/// other work (every product ends in a barrier that waits for a descheduled
+/// thread), and gained little on an idle one.
+class EigenSingleThread {
+ public:
+  EigenSingleThread() : saved_(Eigen::nbThreads()) { Eigen::setNbThreads(1); }
+  ~EigenSingleThread() { Eigen::setNbThreads(saved_); }
+  EigenSingleThread(const EigenSingleThread&) = delete;
+  EigenSingleThread& operator=(const EigenSingleThread&) = delete;
+
+ private:
+  int saved_;
+};
+
 /// Fraction of rows whose largest score is at the row's label.
 template <typename D>
 double argmax_accuracy(const Eigen::MatrixBase<D>& scores, const std::vector<int>& labels) {
@@ -67,6 +83,7 @@ template <typename DTr, typename DTe>
 double logistic_probe_accuracy(const Eigen::MatrixBase<DTr>& ftrain, const std::vector<int>& ytrain,
                                const Eigen::MatrixBase<DTe>& ftest, const std::vector<int>& ytest, int classes = 10,
                                int epochs = 20, float lr = 2e-3f, float l2 = 1e-4f) {
+  const EigenSingleThread one_thread;
   using M = Eigen::MatrixXf;
   using RM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;  // rows gathered into batches
   using RowV = Eigen::RowVectorXf;
@@ -164,6 +181,7 @@ double knn_accuracy(const Eigen::MatrixBase<DTr>& ftrain, const std::vector<int>
 template <typename D>
 Eigen::MatrixXd pca_project(const Eigen::MatrixBase<D>& f, Eigen::Index k, std::vector<double>* explained = nullptr,
                             int iterations = 60) {
+  const EigenSingleThread one_thread;
   using M = Eigen::MatrixXd;
   const M x = f.template cast<double>().rowwise() - f.template cast<double>().colwise().mean();
   const Eigen::Index d = x.cols();
