@@ -102,8 +102,10 @@ void make_views(const RowMajorMatrix& x, const std::vector<Index>& idx, const Au
                 std::uint64_t stream, RowMajorMatrix& out) {
   const auto m = static_cast<Eigen::Index>(idx.size());
   out.resize(2 * m, x.cols());
+  const bool threaded = m >= 32;  // below, waking threads costs more than the views
+  (void)threaded;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded)
 #endif
   for (Eigen::Index i = 0; i < m; ++i) {
     std::seed_seq seq{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),

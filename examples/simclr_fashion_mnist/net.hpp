@@ -63,6 +63,12 @@ class Layer {
 };
 
 namespace detail {
+/// Below this many elementary operations a loop runs on one thread: waking
+/// OpenMP threads costs more than it saves on small batches, and far more
+/// when the cores are shared with other processes (the gradient tests on
+/// tiny networks ran 10x slower threaded on a busy machine).
+inline constexpr double kParallelWork = 1 << 18;
+
 /// g += a^T b for tall a and b (many rows, few columns), e.g. the weight
 /// gradient of a convolution, whose depth is every pixel of the batch.
 /// Eigen's threaded GEMM is very slow on such shapes (a tiny result and a
@@ -74,8 +80,10 @@ void add_at_b(const A& a, const B& b, G&& g) {
   constexpr Eigen::Index kBlocks = 16;
   const Eigen::Index n = a.rows(), per = (n + kBlocks - 1) / kBlocks;
   std::vector<Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>> part(static_cast<std::size_t>(kBlocks));
+  const bool threaded = static_cast<double>(n) * static_cast<double>(a.cols() * b.cols()) >= kParallelWork;
+  (void)threaded;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded)
 #endif
   for (Eigen::Index k = 0; k < kBlocks; ++k) {
     const Eigen::Index r0 = std::min(n, k * per), r1 = std::min(n, r0 + per);
@@ -223,8 +231,10 @@ class Conv2D final : public Layer<S> {
   }
   void im2col(const Mat& in, Mat& patches) const {
     const Eigen::Index n = in.rows(), P = patch(), pixels = static_cast<Eigen::Index>(in_.h) * in_.w;
+    const bool threaded = static_cast<double>(n * pixels * P) >= detail::kParallelWork;
+    (void)threaded;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded)
 #endif
     for (Eigen::Index s = 0; s < n; ++s) {
       std::fill(patches.data() + s * pixels * P, patches.data() + (s + 1) * pixels * P, S(0));
@@ -236,8 +246,10 @@ class Conv2D final : public Layer<S> {
   }
   void col2im(const Mat& dpatches, Mat& din) const {
     const Eigen::Index n = din.rows(), P = patch();
+    const bool threaded = static_cast<double>(dpatches.size()) >= detail::kParallelWork;
+    (void)threaded;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded)
 #endif
     for (Eigen::Index s = 0; s < n; ++s) {
       S* dst = din.data() + s * din.cols();
@@ -287,8 +299,10 @@ class MaxPool2 final : public Layer<S> {
   void each(Eigen::Index n, F&& f) const {
     const Shape o = out_shape();
     const Eigen::Index C = in_.c, W = in_.w;
+    const bool threaded = 4.0 * static_cast<double>(n * o.size()) >= detail::kParallelWork;
+    (void)threaded;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded)
 #endif
     for (Eigen::Index s = 0; s < n; ++s)
       for (Eigen::Index y = 0; y < o.h; ++y)

@@ -137,7 +137,7 @@ void check_network(fmnist::Network<double> net, const MatD& x, double lambda) {
 
 fmnist::CNNSpec tiny_cnn() {
   fmnist::CNNSpec p;
-  p.side = 8;
+  p.side = 6;  // 6 -> pool 3 -> pool 1: the second pooling drops an odd row and column
   p.k1 = 3;
   p.c1 = 2;
   p.k2 = 3;
@@ -228,13 +228,17 @@ TEST_CASE("max-pooling: forward takes each window's maximum, backward matches ce
 
 TEST_CASE("CNN encoder + head backprop matches central differences (NT-Xent)", "[gradient]") {
   const auto net = fmnist::make_cnn<double>(tiny_cnn(), 7);
-  CHECK(net.encoder_size() == 6);
+  CHECK(net.encoder_size() == 6);  // the dense layer at the end of the encoder
   CHECK(net.output_size() == 4);
-  check_network(net, gaussian(8, 64, 8).cwiseAbs(), 0.0);  // 4 pairs of 8 x 8 "images"
+  check_network(net, gaussian(8, 36, 8).cwiseAbs(), 0.0);  // 4 pairs of 6 x 6 "images"
 }
 
 TEST_CASE("CNN encoder + head backprop matches central differences (NT-Xent + 30 VRNS)", "[gradient]") {
-  check_network(fmnist::make_cnn<double>(tiny_cnn(), 9), gaussian(8, 64, 10).cwiseAbs(), 30.0);
+  fmnist::CNNSpec p = tiny_cnn();
+  p.rep = 0;  // the default shape: the pooled feature map is the representation
+  const auto net = fmnist::make_cnn<double>(p, 9);
+  CHECK(net.encoder_size() == 3);
+  check_network(net, gaussian(8, 36, 10).cwiseAbs(), 30.0);
 }
 
 TEST_CASE("MLP encoder + head backprop matches central differences (NT-Xent, and + 30 VRNS)", "[gradient]") {
