@@ -29,7 +29,7 @@
 #include "augment.hpp"
 #include "idx.hpp"
 #include "net.hpp"
-#include "probe.hpp"
+#include "evaluate.hpp"
 #include "progress.hpp"
 #include "train.hpp"
 
@@ -166,28 +166,21 @@ PairStats pair_stats(const fmnist::Network<float>& net, const fmnist::ImageMatri
           contrastive::similarity_stats(h.topRows(m), h.bottomRows(m))};
 }
 
-struct Probe {
-  double linear = 0, ridge = 0, knn = 0;
-};
+using Probe = fmnist::ProbeScores;
 
 struct Eval {
   const fmnist::Split& train;
   const fmnist::Split& test;
   Eigen::Index probe_train, knn_train, knn_test;
-  std::vector<int> ytr, ytr_knn, yte_knn;
   Eval(const fmnist::Split& tr, const fmnist::Split& te, Eigen::Index pt, Eigen::Index kt, Eigen::Index ke)
-      : train(tr), test(te), probe_train(pt), knn_train(kt), knn_test(ke),
-        ytr(tr.y.begin(), tr.y.begin() + pt), ytr_knn(tr.y.begin(), tr.y.begin() + kt),
-        yte_knn(te.y.begin(), te.y.begin() + ke) {}
+      : train(tr), test(te), probe_train(pt), knn_train(kt), knn_test(ke) {}
 
   /// Linear probes and kNN on features f(x) of the first images of each split.
   template <typename F>
   Probe run(F&& features) const {
-    const auto ftr = features(train.x.topRows(std::max(probe_train, knn_train)));
-    const auto fte = features(test.x);
-    return {fmnist::logistic_probe_accuracy(ftr.topRows(probe_train), ytr, fte, test.y),
-            fmnist::linear_probe_accuracy(ftr.topRows(probe_train), ytr, fte, test.y),
-            fmnist::knn_accuracy(ftr.topRows(knn_train), ytr_knn, fte.topRows(knn_test), yte_knn)};
+    const fmnist::ImageMatrix ftr = features(train.x.topRows(std::max(probe_train, knn_train)));
+    const fmnist::ImageMatrix fte = features(test.x);
+    return fmnist::probe_scores(ftr, train.y, fte, test.y, probe_train, knn_train, knn_test);
   }
   Probe encoder(const fmnist::Network<float>& net) const {
     return run([&](const auto& x) { return net.encode(x); });
@@ -278,9 +271,9 @@ void write_csv(const std::string& dir, const std::vector<EpochRow>& rows, const 
   {
     std::ofstream f = open("probes.csv");
     f << "representation,logreg,ridge,knn\n";
-    f << "raw pixels," << raw.linear << ',' << raw.ridge << ',' << raw.knn << '\n';
-    f << "random encoder," << rnd.linear << ',' << rnd.ridge << ',' << rnd.knn << '\n';
-    f << "trained encoder," << learned.linear << ',' << learned.ridge << ',' << learned.knn << '\n';
+    f << "raw pixels," << raw.logreg << ',' << raw.ridge << ',' << raw.knn << '\n';
+    f << "random encoder," << rnd.logreg << ',' << rnd.ridge << ',' << rnd.knn << '\n';
+    f << "trained encoder," << learned.logreg << ',' << learned.ridge << ',' << learned.knn << '\n';
   }
   {
     std::ofstream f = open("run.txt");
@@ -343,9 +336,9 @@ int run_main(const std::string& encoder, const std::string& out_dir, const fmnis
   const double probe_seconds = since(t_probe);
   const std::string rep = std::to_string(net.encoder_size());
   std::printf("\n%-24s %15s %15s %11s\n", "representation", "linear (logreg)", "linear (ridge)", "kNN (k=20)");
-  std::printf("%-24s %15.4f %15.4f %11.4f\n", "raw pixels (784)", raw.linear, raw.ridge, raw.knn);
-  std::printf("%-24s %15.4f %15.4f %11.4f\n", ("random encoder (" + rep + ")").c_str(), rnd.linear, rnd.ridge, rnd.knn);
-  std::printf("%-24s %15.4f %15.4f %11.4f\n", ("trained encoder (" + rep + ")").c_str(), learned.linear, learned.ridge,
+  std::printf("%-24s %15.4f %15.4f %11.4f\n", "raw pixels (784)", raw.logreg, raw.ridge, raw.knn);
+  std::printf("%-24s %15.4f %15.4f %11.4f\n", ("random encoder (" + rep + ")").c_str(), rnd.logreg, rnd.ridge, rnd.knn);
+  std::printf("%-24s %15.4f %15.4f %11.4f\n", ("trained encoder (" + rep + ")").c_str(), learned.logreg, learned.ridge,
               learned.knn);
   std::printf("(linear probes: logistic regression / ridge on %lld train images, all %lld test images; kNN: cosine, "
               "%lld train / %lld test)\n",
@@ -356,7 +349,7 @@ int run_main(const std::string& encoder, const std::string& out_dir, const fmnis
     if (!(trained > pixels)) lost.push_back(std::string(probe) + " (raw pixels)");
     if (!(trained > random)) lost.push_back(std::string(probe) + " (random encoder)");
   };
-  judge("logreg", learned.linear, raw.linear, rnd.linear);
+  judge("logreg", learned.logreg, raw.logreg, rnd.logreg);
   judge("ridge", learned.ridge, raw.ridge, rnd.ridge);
   judge("kNN", learned.knn, raw.knn, rnd.knn);
   if (lost.empty()) {
@@ -371,7 +364,7 @@ int run_main(const std::string& encoder, const std::string& out_dir, const fmnis
   const auto t_out = clock_type::now();
   const Eigen::Index shown = std::min<Eigen::Index>(2000, test.x.rows());
   std::vector<double> explained;
-  const Eigen::MatrixXd proj = fmnist::pca_project(net.encode(test.x.topRows(shown)), 2, &explained);
+  const Eigen::MatrixXd proj = fmnist::pca_2d(net.encode(test.x.topRows(shown)), &explained);
   write_csv(out_dir, rows, step_losses, static_cast<long long>(subset / cfg.batch), proj, std::vector<int>(test.y.begin(), test.y.begin() + shown), explained, raw, rnd, learned,
             title);
   const double out_seconds = since(t_out);
@@ -385,7 +378,7 @@ int run_main(const std::string& encoder, const std::string& out_dir, const fmnis
   std::printf("\nwrote %s/epochs.csv, steps.csv, embedding.csv, probes.csv; draw them (Debian: apt-get install python3-matplotlib):\n"
               "  python3 examples/simclr_fashion_mnist/plot.py %s\n",
               out_dir.c_str(), out_dir.c_str());
-  if (!(learned.linear > rnd.linear)) {
+  if (!(learned.logreg > rnd.logreg)) {
     std::printf("warning: the trained encoder does not beat the random one on the linear probe\n");
     return 1;
   }
@@ -440,10 +433,10 @@ int run_study(const std::string& encoder, const fmnist::Split& train, const fmni
         cell.var_z.push_back(st.head.cross_negative.variance);
         cell.var_h.push_back(st.encoder.cross_negative.variance);
         cell.mean_z.push_back(st.head.cross_negative.mean);
-        cell.lin.push_back(p.linear);
+        cell.lin.push_back(p.logreg);
         cell.knn.push_back(p.knn);
         std::printf("%5d %6g %4d %11.4e %11.4e %9.4f %8.4f %8.4f %7.1f\n", b, lam, s, st.head.cross_negative.variance,
-                    st.encoder.cross_negative.variance, st.head.cross_negative.mean, p.linear, p.knn, since(t0));
+                    st.encoder.cross_negative.variance, st.head.cross_negative.mean, p.logreg, p.knn, since(t0));
         std::fflush(stdout);
       }
   std::printf("\n| batch | lambda | neg-sim variance, head z (x1e-3) | neg-sim variance, encoder h (x1e-3) | "
