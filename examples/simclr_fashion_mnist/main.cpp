@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <stdexcept>
@@ -236,7 +237,7 @@ void write_csv(const std::string& dir, const std::vector<EpochRow>& rows, const 
                const Probe& rnd, const Probe& learned, const std::string& title) {
   const auto open = [&](const std::string& name) {
     std::ofstream f(dir + "/" + name);
-    if (!f) throw std::runtime_error("cannot write " + dir + "/" + name + " (does --out name a directory?)");
+    if (!f) throw std::runtime_error("cannot write " + dir + "/" + name);
     return f;
   };
   {
@@ -285,6 +286,11 @@ int run_main(const std::string& encoder, const std::string& out_dir, const fmnis
              const fmnist::Split& test, const fmnist::TrainConfig& cfg, const Eval& eval, Eigen::Index subset,
              int epochs, double load_seconds) {
   const auto t_start = clock_type::now();
+  // Where the CSV files go must be writable before minutes of training, not after.
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (!std::ofstream(out_dir + "/run.txt"))
+    throw std::runtime_error("cannot write in '" + out_dir + "' (--out): " + (ec ? ec.message() : "not writable"));
   const fmnist::ImageMatrix x = train.x.topRows(subset);
   const fmnist::ImageMatrix pairs = fixed_pairs(test.x, 1000, cfg.aug);
   fmnist::Network<float> net = make_network(encoder, cfg.seed);
