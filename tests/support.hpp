@@ -132,6 +132,8 @@ struct ReferenceCase {
   Eigen::Index n = 0, d = 0;
   std::map<std::string, double> param;  ///< e.g. temperature, logit_scale
   std::vector<Eigen::Index> ids;         ///< instance ids, when the case has them
+  std::vector<Eigen::Index> labels;      ///< class labels, when the case has them
+  std::vector<double> per_anchor;        ///< per-anchor losses, when the case has them
   MatD za, zb, grad_a, grad_b;
   double value = 0;
   std::map<std::string, double> grad;  ///< derivatives with respect to params
@@ -172,6 +174,12 @@ inline std::vector<ReferenceCase> read_reference(const std::string& path) {
     } else if (key == "ids") {
       Eigen::Index id;
       while (is >> id) c.ids.push_back(id);
+    } else if (key == "labels") {
+      Eigen::Index l;
+      while (is >> l) c.labels.push_back(l);
+    } else if (key == "per_anchor") {
+      double x;
+      while (is >> x) c.per_anchor.push_back(x);
     } else if (key == "za") {
       c.za = matrix(is, c);
     } else if (key == "zb") {

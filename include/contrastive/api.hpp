@@ -91,6 +91,41 @@ class Span {
   bool given_ = false;
 };
 
+/// The processes that together hold one batch, for losses computed across
+/// processes (the global batch is the concatenation of every process's rows,
+/// in rank order).  The library's core knows only this interface;
+/// contrastive/mpi.hpp implements it on an MPI communicator.  Every call
+/// here is collective: all processes of the group make it, in the same
+/// order.  Counts are rows; a row is `row_bytes` bytes (or `row_len`
+/// scalars), so no count exceeds the rows of the batch.
+class ProcessGroup {
+ public:
+  /// Element-wise reductions.
+  enum class Op { Sum, Max };
+  virtual ~ProcessGroup() = default;
+  /// This process's index, 0 .. size() - 1.
+  virtual int rank() const = 0;
+  /// Number of processes.
+  virtual int size() const = 0;
+  /// Every process gives `bytes` bytes (the same number everywhere); `all`
+  /// receives them in rank order (size() * bytes bytes).
+  virtual void all_gather(const void* mine, std::size_t bytes, void* all) const = 0;
+  /// Process p gives rows[p] rows of row_bytes bytes; `all` receives every
+  /// process's rows in rank order.
+  virtual void all_gather_rows(const void* mine, void* all, const long long* rows, std::size_t row_bytes) const = 0;
+  /// In place, element-wise over processes, `count` floats.
+  virtual void all_reduce(float* data, std::size_t count, Op op) const = 0;
+  /// In place, element-wise over processes, `count` doubles.
+  virtual void all_reduce(double* data, std::size_t count, Op op) const = 0;
+  /// `all` holds sum_p rows[p] rows of row_len floats on every process; their
+  /// element-wise sum over processes is formed and process p receives its
+  /// rows[p] rows (the p-th block) in `mine`.
+  virtual void reduce_scatter_rows(const float* all, float* mine, const long long* rows, std::size_t row_len) const = 0;
+  /// The same for doubles.
+  virtual void reduce_scatter_rows(const double* all, double* mine, const long long* rows,
+                                   std::size_t row_len) const = 0;
+};
+
 /// How the per-anchor losses l_r become the loss value.
 enum class Reduction {
   Mean,  ///< (1/A) sum_r w_r l_r over the A anchors (the default; w_r = 1 unless given)
@@ -128,6 +163,12 @@ struct CallOptions {
   /// Class labels, one per row of `za` (losses with label-defined positives:
   /// SupCon, where they are required).
   Span<const Eigen::Index> labels{};
+  /// Optional group of processes holding the rest of the batch: the loss is
+  /// that of the global batch (every process's rows, in rank order), the
+  /// value and scalar gradients are the global ones on every process, and
+  /// the gradients are those of this process's rows.  Ids, labels, weights
+  /// and per-anchor losses are this process's.  Losses on the engine only.
+  const ProcessGroup* process_group = nullptr;
 
   /// Sets #reduction; returns *this for chaining.
   CallOptions& with_reduction(Reduction r) {
@@ -152,6 +193,11 @@ struct CallOptions {
   /// Sets #labels; returns *this.
   CallOptions& with_labels(Span<const Eigen::Index> l) {
     labels = l;
+    return *this;
+  }
+  /// Sets #process_group; returns *this.
+  CallOptions& with_process_group(const ProcessGroup& g) {
+    process_group = &g;
     return *this;
   }
 };

@@ -194,45 +194,43 @@ class Combined : public TwoViewLoss<Combined<Scalar>, Scalar> {
   Eigen::Index anchors(Eigen::Index) const { return 0; }
 
  private:
-  template <typename DA, typename DB>
-  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
-                  const CallOptions<Scalar>& call) const {
-    return with_kernel(za, zb, call, false, [&](const auto& k) {
-      return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, name_));
-    });
+  friend struct detail::EngineCall;
+  detail::Accepts accepts() const { return {false, true, false}; }
+  bool requires_labels() const { return false; }
+  std::vector<double> signature() const {
+    std::vector<double> s;
+    if (base_) {
+      const auto& p = base_->params();
+      s = {p.temperature, p.cross_weight, p.within_weight, p.positive_in_denominator ? 1.0 : 0.0,
+           p.direction == Direction::Symmetric ? 1.0 : 0.0};
+    }
+    for (const auto& t : terms_)
+      s.insert(s.end(), {static_cast<double>(t.kind), t.weight, t.siglip.logit_scale, t.siglip.logit_bias,
+                         t.siglip.within_weight, t.spectral.cross_weight, t.spectral.within_weight,
+                         static_cast<double>(t.vrns.dataset_size), t.vrns.target, t.vrns.power});
+    return s;
   }
-
-  template <typename DA, typename DB, typename GA, typename GB>
-  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
-                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
-    return with_kernel(za, zb, call, g[0] != nullptr, [&](const auto& k) {
-      const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
-      if (g[0]) *g[0] = base_ ? static_cast<Scalar>(b.cs.dtau) : Scalar(0);
-      return static_cast<Scalar>(v);
-    });
-  }
-
-  // Validates the call (before any kernel exists, so errors leave outputs
-  // untouched) and calls f with the engine kernel for this batch.
-  template <typename DA, typename DB, typename F>
-  Scalar with_kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                     const CallOptions<Scalar>& call, bool want_dtau, F&& f) const {
-    detail::check_call(name_, call, detail::Accepts{false, true, false});
-    detail::check_views(name_, za, zb);
-    const Eigen::Index n = za.rows();
-    const double negatives = detail::count_negatives(name_, n, call.instance_ids);
-    const Eigen::Index* ids = call.instance_ids.given() ? call.instance_ids.data() : nullptr;
+  /// Calls f with the engine kernel for this batch: the base (if any) and
+  /// the terms on its tiles.
+  template <typename F>
+  double with_kernel(const detail::Batch<Scalar>& batch, F&& f) const {
+    const Eigen::Index n = batch.n;
+    const double negatives = detail::count_negatives(
+        name_, n,
+        batch.ids ? Span<const Eigen::Index>(batch.ids, static_cast<std::size_t>(n)) : Span<const Eigen::Index>());
     std::vector<detail::TermKernel<Scalar>> kernels;
-    for (const auto& t : terms_) kernels.push_back(detail::make_term_kernel<Scalar>(t, n, negatives, ids));
+    for (const auto& t : terms_) kernels.push_back(detail::make_term_kernel<Scalar>(t, n, negatives, batch.ids));
     detail::MixedKernel<Scalar> mixed(std::move(kernels));
     if (!base_) {
       mixed.share_tiles_with_scale(Scalar(1));
       return f(mixed);
     }
-    const detail::InfoNCEKernel<Scalar> k1(base_->params(), n, ids, nullptr, nullptr, want_dtau);
+    const detail::InfoNCEKernel<Scalar> k1(base_->params(), n, batch.ids, nullptr, nullptr, batch.want_dtau);
     const detail::SumKernel<Scalar, detail::InfoNCEKernel<Scalar>, detail::MixedKernel<Scalar>> k(k1, std::move(mixed));
     return f(k);
+  }
+  void scalar_gradients(const detail::CallStats<Scalar>& cs, Scalar* const* g) const {
+    if (g[0]) *g[0] = base_ ? static_cast<Scalar>(cs.dtau) : Scalar(0);
   }
 
   std::optional<InfoNCEFamily<Scalar>> base_;

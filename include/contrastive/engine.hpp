@@ -126,6 +126,7 @@ template <typename S>
 struct RowStats {
   ColArray<S> m;
   TileArray<S> s;
+  ColArray<S> m_local;  // across processes: this process's shifts while they are merged
 };
 
 /// The named results of one call, filled by the kernel's begin() (before
@@ -137,6 +138,7 @@ struct CallStats {
   ColArray<S> lse;      ///< log-sum-exp of each anchor's denominator
   ColArray<S> lse_neg;  ///< the same over its negatives only
   ColArray<S> alpha;    ///< per-row coefficient of the gradient tile (0: not an anchor)
+  ColArray<S> alpha2;   ///< a second per-row coefficient (kernels whose gradient tile has two terms)
   S shift = 0;          ///< the fixed shift of the exponentials (fixed-shift kernels)
   bool online = false;  ///< shifts are per row (stats.m) instead of `shift`
   double dtau = 0;      ///< dL/dtau (kernels with a temperature, gradient calls)
@@ -159,6 +161,11 @@ template <typename S>
 struct Buffers {
   RowMatrix<S> w;                      // 2n x d, normalised rows [U; V] (or [Q; P])
   RowMatrix<S> dw;                     // dL/dW after a gradient call
+  RowMatrix<S> w_local, dw_local;      // across processes: this process's rows before the gather, after the scatter
+  ColArray<S> inv_local;               // ... and their inverse norms
+  std::vector<unsigned char> clamped_local;
+  std::vector<Eigen::Index> ids, labels;  // across processes: the global instance ids / labels
+  ColArray<S> weights;                    // ... and anchor weights
   ColArray<S> inv_norm;                // 1 / max(||z_r||, eps)
   std::vector<unsigned char> clamped;  // 1 where the norm was clamped
   std::vector<Tile> tiles;             // in the order of the streamed rounds
@@ -181,12 +188,15 @@ struct Buffers {
   MovedPositions moved;                   // sampled negatives: sparse shuffle
   bool streamed = false;
   int threads = 1;
+  int views = 2;  // W = [U; V] (2) or U alone (1)
 
   std::size_t bytes() const {
     const auto sz = [](const auto& a) { return sizeof(S) * static_cast<std::size_t>(a.size()); };
     const auto ts_bytes = [&](const TileStats<S>& t) { return sz(t.rows) + sz(t.cols) + sz(t.rows_m) + sz(t.cols_m); };
-    std::size_t b = sz(w) + sz(dw) + sz(inv_norm) + clamped.size() + sz(stats.m) + sz(stats.s) + sz(cs.pos) +
-                    sz(cs.lse) + sz(cs.lse_neg) + sz(cs.alpha) + sz(coef) + sizeof(S) * losses.size() + sz(keys) +
+    std::size_t b = sz(w) + sz(dw) + sz(w_local) + sz(dw_local) + sz(inv_local) + clamped_local.size() +
+                    sizeof(Eigen::Index) * (ids.capacity() + labels.capacity()) + sz(weights) + sz(stats.m_local) +
+                    sz(inv_norm) + clamped.size() + sz(stats.m) + sz(stats.s) + sz(cs.pos) +
+                    sz(cs.lse) + sz(cs.lse_neg) + sz(cs.alpha) + sz(cs.alpha2) + sz(coef) + sizeof(S) * losses.size() + sz(keys) +
                     sz(dkeys) + sz(keys_inv_norm) + sz(scratch) + keys_clamped.size() + sizeof(Tile) * tiles.size() +
                     sizeof(std::size_t) * (rounds.size() + touch_off.size()) + sizeof(std::uint64_t) * touch.size() +
                     sizeof(PairSums) * tile_sums.size() + ts_bytes(tile_stats) + sz(logits) +

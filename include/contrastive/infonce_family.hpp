@@ -28,6 +28,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,12 @@ struct InfoNCEFamilyParams {
   bool positive_in_denominator = true;
   /// OneWay: anchors are the first view; Symmetric: mean over both views as anchors.
   Direction direction = Direction::Symmetric;
+  /// eps in [0, 1): label smoothing with the meaning of torch's
+  /// cross_entropy(label_smoothing=eps) over each anchor's K logits (its
+  /// positive and its negatives):
+  ///   l = lse - (1 - eps) x_pos - (eps / K) sum_k x_k.
+  /// Needs the positive in the denominator and weights of 0 or 1.
+  double label_smoothing = 0.0;
 
   /// Throws std::invalid_argument naming the first invalid field.
   void check(const char* where = "contrastive::InfoNCEFamilyParams") const {
@@ -68,6 +75,14 @@ struct InfoNCEFamilyParams {
     if (cross_weight == 0.0 && within_weight == 0.0)
       detail::fail_field(where, "cross_weight",
                          "and field 'within_weight' are both 0: the loss would have no negatives");
+    if (!(label_smoothing >= 0.0 && label_smoothing < 1.0))
+      detail::fail_field(where, "label_smoothing", "must be in [0, 1) " + detail::got(label_smoothing));
+    if (label_smoothing > 0.0 && !positive_in_denominator)
+      detail::fail_field(where, "label_smoothing",
+                         "needs field 'positive_in_denominator' (a decoupled loss has no probability of the positive)");
+    const auto unit = [](double c) { return c == 0.0 || c == 1.0; };
+    if (label_smoothing > 0.0 && !(unit(cross_weight) && unit(within_weight)))
+      detail::fail_field(where, "label_smoothing", "needs 'cross_weight' and 'within_weight' of 0 or 1 (uniform targets)");
   }
 };
 
@@ -117,7 +132,8 @@ class InfoNCEKernel {
         c2_(p.within_weight > 0.0),
         pos_(p.positive_in_denominator),
         sym_(p.direction == Direction::Symmetric),
-        dtau_(want_dtau) {
+        dtau_(want_dtau),
+        eps_(p.label_smoothing) {
     const double anchors = sym_ ? 2.0 * static_cast<double>(n) : static_cast<double>(n);
     a_[0] = 1.0 / anchors;
     a_[1] = sym_ ? a_[0] : 0.0;
@@ -143,6 +159,8 @@ class InfoNCEKernel {
     cs.lse.setZero(n2);
     cs.lse_neg.setZero(n2);
     cs.alpha.setZero(n2);
+    if (sigma_ > 0.0) dclw_weights(W);
+    if (eps_ > 0.0) smoothing_sums(W);
   }
 
   void pass1(TileRef<S> X, const Tile& t, const CallStats<S>& cs, TileOut<S>& out, bool keep,
@@ -232,17 +250,29 @@ class InfoNCEKernel {
       const S sneg = st.s(r, 0);
       const S neg = sneg > S(0) ? shift + std::log(sneg) : -std::numeric_limits<S>::infinity();
       const S xp = cs.pos[r];
-      const S term = pos_ ? softplus(neg - xp) : neg - xp;
-      const S lse = pos_ ? xp + term : neg;
+      const double pw = pos_weight(r);
+      const S lse = pos_ ? xp + softplus(neg - xp) : neg;
+      // The positive's own term: -w x_pos (w = 1 but for DCLW), and with
+      // label smoothing + eps (x_pos - mean_k x_k), formed from the vectors
+      // in double (x_pos and the mean are close near collapse).
+      double extra = 0;
+      if (eps_ > 0.0) {
+        const Eigen::RowVectorXd diff = W.row(partner(r)).template cast<double>() - candidate_sum(W, r) / candidates(r);
+        extra = eps_ * W.row(r).template cast<double>().dot(diff) / tau_;
+      }
+      const double term = (pos_ ? static_cast<double>(softplus(neg - xp))
+                                : static_cast<double>(neg) - pw * static_cast<double>(xp)) + extra;
       cs.lse[r] = lse;
       cs.lse_neg[r] = neg;
-      if (losses_) losses_[r] = term;
+      if (losses_) losses_[r] = static_cast<S>(term);
       const double a = anchor_coef(r);
-      value += a * static_cast<double>(term);
+      if (a == 0.0) continue;  // weight 0: no share (not even of an infinite term)
+      value += a * term;
       cs.alpha[r] = static_cast<S>(a) * inv_tau_ * (fast_ ? std::exp(shift - lse) : S(1));
       if (dtau_ && sneg > S(0))
         dtau -= a / tau_ * std::exp(static_cast<double>(shift) - static_cast<double>(lse)) *
                 static_cast<double>(st.s(r, 1));
+      if (dtau_) dtau -= a / tau_ * ((1.0 - pw) * static_cast<double>(xp) + extra);
     }
     cs.dtau = dtau;
     return value;
@@ -288,23 +318,123 @@ class InfoNCEKernel {
       for (const Eigen::Index r : {i, i + n_}) {
         if (!is_anchor(r < n_ ? 0 : 1)) continue;
         const Eigen::Index p = partner(r);
-        const S miss = pos_ ? sigmoid(cs.lse_neg[r] - cs.pos[r]) : S(1);
+        if (anchor_coef(r) == 0.0) continue;
+        const S miss = pos_ ? sigmoid(cs.lse_neg[r] - cs.pos[r]) : static_cast<S>(pos_weight(r));
         const S g = -static_cast<S>(anchor_coef(r)) * inv_tau_ * miss;
         dW.row(r) += g * W.row(p);
         dW.row(p) += g * W.row(r);
       }
+    if (eps_ > 0.0) smoothing_terms(W, dW, i0, i1);
+  }
+
+  /// Label smoothing's share of dL/dW for the rows of instances [i0, i1):
+  /// eps (x_pos - S_r . w_r / (K_r tau)) gives the anchor
+  /// a eps / tau (w_pos - S_r / K_r), its positive a eps / tau w_r, and each
+  /// of its candidates -a eps / (K_r tau) w_r, summed through the per-view
+  /// and per-class sums.
+  void smoothing_terms(const RowMatrix<S>& W, RowMatrix<S>& dW, Eigen::Index i0, Eigen::Index i1) const {
+    const Eigen::Index nc = static_cast<Eigen::Index>(cnt_.size());
+    for (Eigen::Index i = i0; i < i1; ++i)
+      for (const Eigen::Index k : {i, i + n_}) {
+        const Eigen::Index v = k < n_ ? 0 : 1, c = cls_[static_cast<std::size_t>(i)];
+        Eigen::RowVectorXd g = Eigen::RowVectorXd::Zero(W.cols());
+        if (is_anchor(v)) {
+          const double a = anchor_coef(k);
+          g += a * (W.row(partner(k)).template cast<double>() - candidate_sum(W, k) / candidates(k));
+        }
+        // As a candidate of the anchors of the other view (cross) and of its own (within).
+        // As the positive of its partner's anchor (the x_pos of eps x_pos).
+        if (is_anchor(1 - v)) g += anchor_coef(partner(k)) * W.row(partner(k)).template cast<double>();
+        if (c1_) {
+          const Eigen::Index p = partner(k);
+          const double qp = is_anchor(1 - v) ? anchor_coef(p) / candidates(p) : 0.0;
+          g -= qv_.row(1 - v) - qc_.row((1 - v) * nc + c) + qp * W.row(p).template cast<double>();
+        }
+        if (c2_) g -= qv_.row(v) - qc_.row(v * nc + c);
+        dW.row(k) += (static_cast<S>(eps_) * inv_tau_) * g.template cast<S>();
+      }
   }
 
  protected:
-  bool is_anchor(int view) const { return view == 0 || sym_; }
+  bool is_anchor(Eigen::Index view) const { return view == 0 || sym_; }
   double anchor_coef(Eigen::Index r) const {
     return coef_ ? static_cast<double>((*coef_)[r]) : a_[r < n_ ? 0 : 1];
   }
   Eigen::Index partner(Eigen::Index r) const { return r < n_ ? r + n_ : r - n_; }
   double temperature() const { return tau_; }
+  bool fixed_shift() const { return fast_; }
+  S inverse_temperature() const { return inv_tau_; }
+  bool wants_dtau() const { return dtau_; }
+  bool cross() const { return c1_; }
+  bool within() const { return c2_; }
+  Eigen::Index instances() const { return n_; }
+  S* losses() const { return losses_; }
+
+ public:
+  /// DCLW: the positive of instance i weighted by w_i = 2 - n softmax_i(s_ii
+  /// / sigma), a constant of the call (decoupled losses only).
+  void positive_weights(double sigma) { sigma_ = sigma; }
 
  private:
   S block_weight(const Tile& t) const { return t.view_r == t.view_c ? w_[1] : w_[0]; }
+
+ private:
+  // The weights of the positives (DCLW), from s_ii of the batch, in double.
+  void dclw_weights(const RowMatrix<S>& W) const {
+    pw_.resize(static_cast<std::size_t>(n_));
+    double mx = -std::numeric_limits<double>::infinity();
+    for (Eigen::Index i = 0; i < n_; ++i) {
+      pw_[static_cast<std::size_t>(i)] = W.row(i).template cast<double>().dot(W.row(i + n_).template cast<double>()) / sigma_;
+      mx = std::max(mx, pw_[static_cast<std::size_t>(i)]);
+    }
+    double z = 0;
+    for (double& x : pw_) z += (x = std::exp(x - mx));
+    for (double& x : pw_) x = 2.0 - static_cast<double>(n_) * x / z;
+  }
+  double pos_weight(Eigen::Index r) const { return sigma_ > 0.0 ? pw_[static_cast<std::size_t>(r % n_)] : 1.0; }
+
+  // Label smoothing: per anchor its candidates' count K_r and sum S_r of
+  // unit vectors; per view the sums of (a_r / K_r) w_r of its anchors, per
+  // class of ids too (in double, O(n d)).
+  void smoothing_sums(const RowMatrix<S>& W) const {
+    const Eigen::Index d = W.cols();
+    cls_.resize(static_cast<std::size_t>(n_));
+    std::map<Eigen::Index, Eigen::Index> index;
+    for (Eigen::Index i = 0; i < n_; ++i)
+      cls_[static_cast<std::size_t>(i)] =
+          ids_ ? index.emplace(ids_[i], static_cast<Eigen::Index>(index.size())).first->second : i;
+    const Eigen::Index nc = ids_ ? static_cast<Eigen::Index>(index.size()) : n_;
+    cnt_.assign(static_cast<std::size_t>(nc), 0.0);
+    for (Eigen::Index c : cls_) cnt_[static_cast<std::size_t>(c)] += 1.0;
+    vsum_.setZero(2, d);
+    csum_.setZero(2 * nc, d);
+    for (Eigen::Index r = 0; r < 2 * n_; ++r) {
+      vsum_.row(r / n_) += W.row(r).template cast<double>();
+      csum_.row((r / n_) * nc + cls_[static_cast<std::size_t>(r % n_)]) += W.row(r).template cast<double>();
+    }
+    qv_.setZero(2, d);
+    qc_.setZero(2 * nc, d);
+    for (Eigen::Index r = 0; r < 2 * n_; ++r) {
+      if (!is_anchor(r < n_ ? 0 : 1)) continue;
+      const double q = anchor_coef(r) / candidates(r);
+      qv_.row(r / n_) += q * W.row(r).template cast<double>();
+      qc_.row((r / n_) * nc + cls_[static_cast<std::size_t>(r % n_)]) += q * W.row(r).template cast<double>();
+    }
+  }
+  double candidates(Eigen::Index r) const {
+    const double cnt = cnt_[static_cast<std::size_t>(cls_[static_cast<std::size_t>(r % n_)])];
+    const double n = static_cast<double>(n_);
+    return (c1_ ? n - cnt + 1.0 : 0.0) + (c2_ ? n - cnt : 0.0);
+  }
+  // S_r: the sum of anchor r's candidates (positive and negatives).
+  Eigen::RowVectorXd candidate_sum(const RowMatrix<S>& W, Eigen::Index r) const {
+    const Eigen::Index v = r < n_ ? 0 : 1, nc = static_cast<Eigen::Index>(cnt_.size());
+    const Eigen::Index c = cls_[static_cast<std::size_t>(r % n_)];
+    Eigen::RowVectorXd sum = Eigen::RowVectorXd::Zero(W.cols());
+    if (c1_) sum += vsum_.row(1 - v) - csum_.row((1 - v) * nc + c) + W.row(partner(r)).template cast<double>();
+    if (c2_) sum += vsum_.row(v) - csum_.row(v * nc + c);
+    return sum;
+  }
 
   Eigen::Index n_;
   const Eigen::Index* ids_;
@@ -315,6 +445,10 @@ class InfoNCEKernel {
   S w_[2];
   bool c1_, c2_, pos_, sym_, dtau_, fast_ = true;
   double a_[2];
+  double eps_ = 0.0, sigma_ = 0.0;
+  mutable std::vector<double> pw_, cnt_;
+  mutable std::vector<Eigen::Index> cls_;
+  mutable Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> vsum_, csum_, qv_, qc_;
 };
 
 }  // namespace detail
@@ -359,42 +493,28 @@ class InfoNCEFamily : public TwoViewLoss<InfoNCEFamily<Scalar>, Scalar>, public 
   Eigen::Index anchors(Eigen::Index n) const { return params_.direction == Direction::Symmetric ? 2 * n : n; }
 
  private:
-  template <typename DA, typename DB>
-  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
-                  const CallOptions<Scalar>& call) const {
-    const auto k = kernel(za, zb, b, call, false);
-    const auto v = static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, name_));
-    detail::publish_per_anchor(call, b.losses);
-    return v;
+  friend struct detail::EngineCall;
+  detail::Accepts accepts() const { return {true, true, false}; }
+  bool requires_labels() const { return false; }
+  std::vector<double> signature() const {
+    return {params_.temperature,    params_.cross_weight,
+            params_.within_weight,  params_.positive_in_denominator ? 1.0 : 0.0,
+            params_.direction == Direction::Symmetric ? 1.0 : 0.0, params_.label_smoothing, sigma_};
+  }
+  template <typename F>
+  double with_kernel(const detail::Batch<Scalar>& batch, F&& f) const {
+    detail::InfoNCEKernel<Scalar> k(params_, batch.n, batch.ids, batch.coef, batch.losses, batch.want_dtau);
+    k.positive_weights(sigma_);
+    return f(k);
   }
 
-  template <typename DA, typename DB, typename GA, typename GB>
-  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
-                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
-    const auto k = kernel(za, zb, b, call, g[0] != nullptr);
-    const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
-    if (g[0]) *g[0] = static_cast<Scalar>(b.cs.dtau);
-    detail::publish_per_anchor(call, b.losses);
-    return static_cast<Scalar>(v);
+  void scalar_gradients(const detail::CallStats<Scalar>& cs, Scalar* const* g) const {
+    if (g[0]) *g[0] = static_cast<Scalar>(cs.dtau);
   }
 
-  // Validates the call (before anything is written) and builds the kernel;
-  // per-anchor coefficients and losses live in the workspace.
-  template <typename DA, typename DB>
-  detail::InfoNCEKernel<Scalar> kernel(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call,
-                                       bool want_dtau) const {
-    detail::check_call(name_, call, detail::Accepts{true, true, false});
-    detail::check_views(name_, za, zb);
-    const Eigen::Index* ids = detail::checked_ids(name_, za, zb, call.instance_ids);
-    const bool per = call.reduction != Reduction::Mean || call.anchor_weights.given() || call.per_anchor.given();
-    if (!per) return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids, nullptr, nullptr, want_dtau);
-    const Eigen::Index a = anchors(za.rows());
-    detail::anchor_coefficients(name_, call, a, b.coef);
-    b.losses.assign(static_cast<std::size_t>(a), Scalar(0));
-    return detail::InfoNCEKernel<Scalar>(params_, za.rows(), ids, &b.coef, b.losses.data(), want_dtau);
-  }
+ protected:
+  /// DCLW's sigma (0: every positive weighs 1).
+  double sigma_ = 0.0;
 };
 
 // ---- presets ---------------------------------------------------------------
@@ -462,5 +582,28 @@ using DCL = Preset<Scalar, PresetKind::DCL>;
 /// DHEL: decoupled, within-view negatives only (n-1 per anchor).  Default tau = 0.1.
 template <typename Scalar>
 using DHEL = Preset<Scalar, PresetKind::DHEL>;
+
+/// DCLW (lightly's DCLWLoss): DCL whose positive term of instance i is
+/// weighted by w_i = 2 - n softmax_i(s_ii / sigma), the softmax over the
+/// batch's positive similarities, taken as a constant (lightly detaches it):
+///
+///     l_r = -w_i s_ii / tau + log sum_{q in neg(r)} e^{w_r . w_q / tau},
+///
+/// mean over the 2n anchors.  Weights can be negative: that is the loss.
+/// sigma -> infinity gives DCL.  dL/dsigma = 0 by this definition; the
+/// scalar gradient is dL/dtau.  Defaults tau = 0.1, sigma = 0.5 (lightly's).
+template <typename Scalar>
+class DCLW : public InfoNCEFamily<Scalar> {
+ public:
+  /// Validates tau (as every preset) and sigma (finite, > 0).
+  explicit DCLW(double temperature = 0.1, double sigma = 0.5, const EngineOptions& options = {})
+      : InfoNCEFamily<Scalar>(InfoNCEFamilyParams{temperature, 1.0, 1.0, false, Direction::Symmetric}, options,
+                              "contrastive::DCLW") {
+    detail::check_positive_finite(this->name_, "sigma", sigma);
+    this->sigma_ = sigma;
+  }
+  /// sigma.
+  double sigma() const { return this->sigma_; }
+};
 
 }  // namespace contrastive

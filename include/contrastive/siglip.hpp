@@ -111,35 +111,19 @@ class SigLIP : public TwoViewLoss<SigLIP<Scalar>, Scalar>, public LossSettings<S
   Eigen::Index anchors(Eigen::Index) const { return 0; }
 
  private:
-
-  template <typename DA, typename DB>
-  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
-                  const CallOptions<Scalar>& call) const {
-    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(kernel(za, zb, call), b, options_, za, zb, name_));
+  friend struct detail::EngineCall;
+  detail::Accepts accepts() const { return {false, true, false}; }
+  bool requires_labels() const { return false; }
+  std::vector<double> signature() const { return {params_.logit_scale, params_.logit_bias, params_.within_weight}; }
+  template <typename F>
+  double with_kernel(const detail::Batch<Scalar>& batch, F&& f) const {
+    return f(detail::make_siglip_kernel<Scalar>(params_, 1.0, batch.n, batch.ids, true));
   }
-
-  template <typename DA, typename DB, typename GA, typename GB>
-  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
-                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
-    const auto k = kernel(za, zb, call);
-    const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, name_);
-    // Straight from the pair terms: dL/dt = sum w dterm/dx s = term_dot / t, dL/db = term_derivative.
-    if (g[0]) *g[0] = static_cast<Scalar>(b.cs.sums.term_dot / params_.logit_scale);
-    if (g[1]) *g[1] = static_cast<Scalar>(b.cs.sums.term_derivative);
-    return static_cast<Scalar>(v);
+  // Straight from the pair terms: dL/dt = sum w dterm/dx s = term_dot / t, dL/db = term_derivative.
+  void scalar_gradients(const detail::CallStats<Scalar>& cs, Scalar* const* g) const {
+    if (g[0]) *g[0] = static_cast<Scalar>(cs.sums.term_dot / params_.logit_scale);
+    if (g[1]) *g[1] = static_cast<Scalar>(cs.sums.term_derivative);
   }
-
-  template <typename DA, typename DB>
-  detail::AdditiveKernel<Scalar, detail::SigmoidTerms<Scalar>> kernel(const Eigen::MatrixBase<DA>& za,
-                                                                      const Eigen::MatrixBase<DB>& zb,
-                                                                      const CallOptions<Scalar>& call) const {
-    detail::check_call(name_, call, detail::Accepts{false, true, false});
-    detail::check_views(name_, za, zb);
-    return detail::make_siglip_kernel<Scalar>(params_, 1.0, za.rows(), detail::checked_ids(name_, za, zb, call.instance_ids),
-                                              true);
-  }
-
 };
 
 }  // namespace contrastive

@@ -71,6 +71,7 @@ class Spectral : public detail::AdditiveLoss<Spectral<Scalar>, Scalar, SpectralP
       : detail::AdditiveLoss<Spectral<Scalar>, Scalar, SpectralParams>(params, options, "contrastive::Spectral") {}
 
  private:
+  std::vector<double> params_signature() const { return {this->params_.cross_weight, this->params_.within_weight}; }
   // The engine kernel for a batch of n pairs (ids already validated).
   detail::AdditiveKernel<Scalar, detail::SpectralTerms<Scalar>> kernel(Eigen::Index n, double,
                                                                        const Eigen::Index* ids) const {

@@ -25,6 +25,7 @@
 
 #include "api.hpp"
 #include "detail/checks.hpp"
+#include "one_view_loss.hpp"
 #include "two_view_loss.hpp"
 #include "engine.hpp"
 #include "infonce_family.hpp"
@@ -117,6 +118,79 @@ class SupConKernel : public InfoNCEKernel<S> {
   mutable RowMatrix<double> sums_;  // C_c, in double: C_c / |P| - w_partner cancels near collapse
 };
 
+/// SupCon on one batch (one view, W = U): the within-view member of the
+/// family with no term removed but self pairs, and per anchor the centre
+/// c_i = mean_{p in P(i)} x_ip (formed in begin(), from class sums in
+/// double) in place of the positive logit, so l_i = lse_{j != i} x_ij - c_i
+/// with the base kernel's decoupled form, and dL/dtau centred on c_i.
+/// Anchors without a positive, and every anchor when the batch has no
+/// negative pair, have coefficient 0 (pytorch-metric-learning's reducer);
+/// the others 1 / (their number).
+template <typename S>
+class SupConOneViewKernel : public InfoNCEKernel<S> {
+  using Base = InfoNCEKernel<S>;
+
+ public:
+  SupConOneViewKernel(double temperature, Eigen::Index n, Span<const Eigen::Index> labels, bool want_dtau)
+      : Base(InfoNCEFamilyParams{temperature, 0.0, 1.0, false, Direction::OneWay}, n, nullptr, &coef_, nullptr,
+             want_dtau),
+        n_(n),
+        inv_tau_(static_cast<S>(1.0 / temperature)) {
+    std::map<Eigen::Index, Eigen::Index> index;
+    cls_.resize(static_cast<std::size_t>(n));
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const auto it = index.emplace(labels[static_cast<std::size_t>(i)], static_cast<Eigen::Index>(index.size())).first;
+      cls_[static_cast<std::size_t>(i)] = it->second;
+    }
+    count_.setZero(static_cast<Eigen::Index>(index.size()));
+    for (Eigen::Index c : cls_) count_[c] += 1.0;
+    const bool negatives = index.size() > 1;
+    double anchors = 0;
+    for (Eigen::Index c : cls_) anchors += (negatives && count_[c] > 1.0) ? 1.0 : 0.0;
+    coef_.resize(n);
+    for (Eigen::Index i = 0; i < n; ++i)
+      coef_[i] = (anchors > 0 && count_[cls_[static_cast<std::size_t>(i)]] > 1.0) ? static_cast<S>(1.0 / anchors) : S(0);
+  }
+
+  /// The centres c_i = w_i . (C_c - w_i) / (|c| - 1) / tau.
+  void begin(const RowMatrix<S>& W, CallStats<S>& cs) const {
+    cs.pos.resize(n_);
+    cs.shift = inv_tau_;
+    cs.lse.setZero(n_);
+    cs.lse_neg.setZero(n_);
+    cs.alpha.setZero(n_);
+    sums_.setZero(count_.size(), W.cols());
+    for (Eigen::Index r = 0; r < n_; ++r) sums_.row(cls_[static_cast<std::size_t>(r)]) += W.row(r).template cast<double>();
+    for (Eigen::Index r = 0; r < n_; ++r) {
+      const Eigen::Index c = cls_[static_cast<std::size_t>(r)];
+      cs.pos[r] = count_[c] > 1.0 ? static_cast<S>(W.row(r).template cast<double>().dot(sums_.row(c) - W.row(r).template cast<double>()) /
+                                                    (count_[c] - 1.0) * static_cast<double>(inv_tau_))
+                                  : S(0);
+    }
+  }
+
+  /// The positives' share: dl_i/dw = -(a/tau) mean_{p in P(i)} w_p for the
+  /// anchor, and -(a/tau)/|P| w_i for each of its positives; with one
+  /// coefficient per class both are (C_c - w_i) / (|c| - 1).
+  void pair_terms(const RowMatrix<S>& W, const CallStats<S>&, RowMatrix<S>& dW, Eigen::Index i0, Eigen::Index i1) const {
+    for (Eigen::Index i = i0; i < i1; ++i) {
+      const S a = coef_[i];
+      if (a == S(0)) continue;
+      const Eigen::Index c = cls_[static_cast<std::size_t>(i)];
+      dW.row(i) -= (S(2) * a * inv_tau_ / static_cast<S>(count_[c] - 1.0)) *
+                   (sums_.row(c) - W.row(i).template cast<double>()).template cast<S>();
+    }
+  }
+
+ private:
+  Eigen::Index n_;
+  S inv_tau_;
+  std::vector<Eigen::Index> cls_;  // class index of each row
+  Eigen::ArrayXd count_;           // rows per class
+  ColArray<S> coef_;               // per-anchor coefficients
+  mutable RowMatrix<double> sums_;
+};
+
 }  // namespace detail
 
 /// Supervised contrastive loss over both views (see the formula above),
@@ -144,38 +218,65 @@ class SupCon : public TwoViewLoss<SupCon<Scalar>, Scalar>, public LossSettings<S
 
  private:
   static constexpr const char* kName = "contrastive::SupCon";
-
-  template <typename DA, typename DB>
-  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
-                  const CallOptions<Scalar>& call) const {
-    check_labels(za, zb, call);
-    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels, false);
-    return static_cast<Scalar>(detail::Engine<Scalar>::evaluate(k, b, options_, za, zb, kName));
+  friend struct detail::EngineCall;
+  detail::Accepts accepts() const { return {false, false, true}; }
+  bool requires_labels() const { return true; }
+  std::vector<double> signature() const { return {params_.temperature}; }
+  template <typename F>
+  double with_kernel(const detail::Batch<Scalar>& batch, F&& f) const {
+    return f(detail::SupConKernel<Scalar>(params_.temperature, batch.n, batch.labels, batch.want_dtau));
   }
-
-  template <typename DA, typename DB, typename GA, typename GB>
-  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
-                       detail::Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
-    check_labels(za, zb, call);
-    const detail::SupConKernel<Scalar> k(params_.temperature, za.rows(), call.labels, g[0] != nullptr);
-    const double v = detail::Engine<Scalar>::evaluate_grad(k, b, options_, za, zb, grad_a, grad_b, kName);
-    if (g[0]) *g[0] = static_cast<Scalar>(b.cs.dtau);
-    return static_cast<Scalar>(v);
+  void scalar_gradients(const detail::CallStats<Scalar>& cs, Scalar* const* g) const {
+    if (g[0]) *g[0] = static_cast<Scalar>(cs.dtau);
   }
+};
 
-  template <typename DA, typename DB>
-  static void check_labels(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                           const CallOptions<Scalar>& call) {
-    detail::check_call(kName, call, detail::Accepts{false, false, true});
-    detail::check_views(kName, za, zb);
-    if (!call.labels.given()) detail::fail(kName, "call.labels", "is required: one class label per row of 'za'");
-    if (static_cast<Eigen::Index>(call.labels.size()) != za.rows())
-      detail::fail(kName, "call.labels",
-                   "has " + std::to_string(call.labels.size()) + " entries but the batch has " +
-                       std::to_string(za.rows()) + " rows");
+/// Supervised contrastive loss on one batch, as pytorch-metric-learning's
+/// `SupConLoss(embeddings, labels)`: n anchors (the rows of z, normalised),
+/// positives the other rows of the same label, every other row in the
+/// denominator,
+///
+///     l_i = log sum_{j != i} e^{x_ij} - 1/|P(i)| sum_{p in P(i)} x_ip,   x = u_i.u_j / tau,
+///
+/// averaged over the anchors that have a positive.  A batch where no anchor
+/// has a positive, or with no negative pair (one label), gives 0 with zero
+/// gradients.  Calls (one_view_loss.hpp): value(z, [ws,] call),
+/// value_and_grad(z, grad, &dtau, ws, call), value_and_grad(z, call);
+/// `call.labels` (one per row of z) is required.  A batch of one row is
+/// allowed (loss 0).
+template <typename Scalar>
+class SupConOneView : public OneViewLoss<SupConOneView<Scalar>, Scalar>, public LossSettings<SupConParams> {
+  friend class OneViewLoss<SupConOneView<Scalar>, Scalar>;
+  friend struct detail::EngineCall;
+
+ public:
+  /// One view: W = U.
+  static constexpr int kViews = 1;
+  /// A batch of one row is allowed (loss 0).
+  static constexpr Eigen::Index kMinRows = 1;
+
+  /// Validates the temperature (default 0.1, pytorch-metric-learning's) and
+  /// the options.
+  explicit SupConOneView(double temperature = 0.1, const EngineOptions& options = {})
+      : LossSettings<SupConParams>(SupConParams{temperature}, options, "contrastive::SupConOneView") {
+    detail::check_temperature<Scalar>(name_, "temperature", temperature);
   }
+  /// tau.
+  double temperature() const { return params_.temperature; }
+  /// No per-anchor outputs (0).
+  Eigen::Index anchors(Eigen::Index) const { return 0; }
 
+ private:
+  detail::Accepts accepts() const { return {false, false, true}; }
+  bool requires_labels() const { return true; }
+  std::vector<double> signature() const { return {params_.temperature}; }
+  template <typename F>
+  double with_kernel(const detail::Batch<Scalar>& batch, F&& f) const {
+    return f(detail::SupConOneViewKernel<Scalar>(params_.temperature, batch.n, batch.labels, batch.want_dtau));
+  }
+  void scalar_gradients(const detail::CallStats<Scalar>& cs, Scalar* const* g) const {
+    if (g[0]) *g[0] = static_cast<Scalar>(cs.dtau);
+  }
 };
 
 }  // namespace contrastive

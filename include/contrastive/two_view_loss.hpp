@@ -11,6 +11,7 @@
 
 #include "api.hpp"
 #include "detail/checks.hpp"
+#include "detail/engine_call.hpp"
 #include "engine.hpp"
 
 namespace contrastive {
@@ -58,8 +59,11 @@ class LossSettings {
 /// shape.
 ///
 /// A loss derives from TwoViewLoss<Loss, Scalar> and provides name(),
-/// anchors(n), `static constexpr int kScalarGradients`, and (private, with
-/// TwoViewLoss as friend) evaluate(za, zb, buffers, call) and
+/// anchors(n) and `static constexpr int kScalarGradients`.  A loss on the
+/// engine also provides (private, with TwoViewLoss and detail::EngineCall as
+/// friends) accepts(), requires_labels(), signature(), with_kernel(batch, f)
+/// and scalar_gradients(stats, g); a loss that is not on the engine instead
+/// provides evaluate(za, zb, buffers, call) and
 /// differentiate(za, zb, grad_a, grad_b, scalar_gradients, buffers, call).
 template <typename Derived, typename Scalar>
 class TwoViewLoss {
@@ -131,6 +135,24 @@ class TwoViewLoss {
     out.value = self().differentiate(za, zb, out.grad_a, out.grad_b, g, detail::buffers(ws), c);
     if (a > 0 && call.per_anchor.given()) out.per_anchor.assign(call.per_anchor.begin(), call.per_anchor.end());
     return out;
+  }
+
+ protected:
+  /// A value call of a loss on the engine.
+  template <typename DA, typename DB>
+  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,
+                  const Call& call) const {
+    return static_cast<Scalar>(detail::EngineCall::run(self(), b, za, zb, detail::no_gradient<Scalar>(),
+                                                       detail::no_gradient<Scalar>(), false, call));
+  }
+  /// A gradient call of a loss on the engine.
+  template <typename DA, typename DB, typename GA, typename GB>
+  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const* g,
+                       detail::Buffers<Scalar>& b, const Call& call) const {
+    const double v = detail::EngineCall::run(self(), b, za, zb, &grad_a, &grad_b, g[0] != nullptr, call);
+    self().scalar_gradients(b.cs, g);
+    return static_cast<Scalar>(v);
   }
 
  private:

@@ -96,6 +96,9 @@ class VRNS : public detail::AdditiveLoss<VRNS<Scalar>, Scalar, VRNSParams> {
       : detail::AdditiveLoss<VRNS<Scalar>, Scalar, VRNSParams>(params, options, "contrastive::VRNS") {}
 
  private:
+  std::vector<double> params_signature() const {
+    return {static_cast<double>(this->params_.dataset_size), this->params_.resolved_target(), this->params_.power};
+  }
   // The engine kernel for a batch of n pairs with `negatives` negative pairs.
   detail::AdditiveKernel<Scalar, detail::PenaltyTerms<Scalar>> kernel(Eigen::Index n, double negatives,
                                                                       const Eigen::Index* ids) const {

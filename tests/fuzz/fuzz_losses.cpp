@@ -256,13 +256,21 @@ struct Runner {
   }
 };
 
+/// The per-anchor outputs a case gives its loss (one per query for the
+/// one-way and explicit-key kinds, two per instance otherwise; a wrong count
+/// is itself a case the loss must reject).
+std::size_t per_anchor_size(const Case& c) {
+  const bool one_way = c.kind == 0 || c.kind == 13 || c.kind == 14;
+  return (one_way ? 1 : 2) * static_cast<std::size_t>(c.n);
+}
+
 /// The value of the same case at other inputs (for central differences).
 double value_at(const Case& base, const Mat<double>& za, const Mat<double>& zb) {
   Case c = base;
   c.za = za;
   c.zb = zb;
   Outputs<double> out;
-  out.reset(c.n, c.d, c.keys.rows(), 2 * static_cast<std::size_t>(c.n));
+  out.reset(c.n, c.d, c.keys.rows(), per_anchor_size(c));
   contrastive::Workspace<double> ws;
   return Runner<double>{c, out, ws}.run();
 }
@@ -270,8 +278,7 @@ double value_at(const Case& base, const Mat<double>& za, const Mat<double>& zb) 
 template <typename S>
 void check_case(const Case& c) {
   Outputs<S> out;
-  out.reset(c.n, c.d, c.keys.rows(), c.kind == 0 || c.kind == 13 || c.kind == 14 ? static_cast<std::size_t>(c.n)
-                                                                               : 2 * static_cast<std::size_t>(c.n));
+  out.reset(c.n, c.d, c.keys.rows(), per_anchor_size(c));
   contrastive::Workspace<S> ws;
   double value;
   try {

@@ -212,29 +212,20 @@ class AdditiveLoss : public TwoViewLoss<Derived, Scalar>, public LossSettings<Pa
   Eigen::Index anchors(Eigen::Index) const { return 0; }
 
  private:
-  template <typename DA, typename DB>
-  Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, Buffers<Scalar>& b,
-                  const CallOptions<Scalar>& call) const {
-    return static_cast<Scalar>(Engine<Scalar>::evaluate(make(za, zb, call), b, self().options(), za, zb, self().name()));
+  friend struct EngineCall;
+  Accepts accepts() const { return {false, true, false}; }
+  bool requires_labels() const { return false; }
+  std::vector<double> signature() const { return self().params_signature(); }
+  template <typename F>
+  double with_kernel(const Batch<Scalar>& batch, F&& f) const {
+    const double negatives =
+        count_negatives(self().name(), batch.n,
+                        batch.ids ? Span<const Eigen::Index>(batch.ids, static_cast<std::size_t>(batch.n))
+                                  : Span<const Eigen::Index>());
+    return f(self().kernel(batch.n, negatives, batch.ids));
   }
-
-  template <typename DA, typename DB, typename GA, typename GB>
-  Scalar differentiate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                       const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b, Scalar* const*,
-                       Buffers<Scalar>& b, const CallOptions<Scalar>& call) const {
-    const auto k = make(za, zb, call);
-    return static_cast<Scalar>(
-        Engine<Scalar>::evaluate_grad(k, b, self().options(), za, zb, grad_a, grad_b, self().name()));
-  }
-
+  void scalar_gradients(const CallStats<Scalar>&, Scalar* const*) const {}
   const Derived& self() const { return static_cast<const Derived&>(*this); }
-  template <typename DA, typename DB>
-  auto make(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const CallOptions<Scalar>& call) const {
-    check_call(self().name(), call, Accepts{false, true, false});
-    check_views(self().name(), za, zb);
-    const double negatives = count_negatives(self().name(), za.rows(), call.instance_ids);
-    return self().kernel(za.rows(), negatives, call.instance_ids.given() ? call.instance_ids.data() : nullptr);
-  }
 };
 
 }  // namespace detail

@@ -187,6 +187,17 @@ void check_views(const char* where, const Eigen::MatrixBase<DA>& za, const Eigen
   }
 }
 
+/// The one view of a batch: d >= 1, at least `min_rows` rows.
+template <typename D>
+void check_view(const char* where, const Eigen::MatrixBase<D>& z, Eigen::Index min_rows) {
+  if (z.cols() < 1) fail(where, "z", "has 0 columns: the embedding dimension d must be >= 1");
+  if (z.rows() < min_rows) {
+    std::ostringstream os;
+    os << "has " << z.rows() << " rows: at least " << min_rows << " are needed";
+    fail(where, "z", os.str());
+  }
+}
+
 /// Validates optional instance ids and returns the number of ordered
 /// cross-view negative pairs: n^2 - sum over ids of (count)^2 (n(n-1) without ids).
 inline double count_negatives(const char* where, Eigen::Index n, Span<const Eigen::Index> ids) {
@@ -219,6 +230,7 @@ struct Accepts {
   bool reduction = false;  ///< reduction, anchor_weights and per_anchor
   bool ids = false;
   bool labels = false;
+  bool process_group = false;  ///< computed across processes (losses on the engine)
 };
 
 /// Rejects every option of `call` that the loss does not define (rather than
@@ -237,6 +249,9 @@ void check_call(const char* where, const CallOptions<S>& call, Accepts a) {
     fail(where, "call.instance_ids", "is not defined for this loss (the caller chooses its negatives)");
   if (!a.labels && call.labels.given())
     fail(where, "call.labels", "is not defined for this loss (use call.instance_ids to mask same-class pairs)");
+  if (!a.process_group && call.process_group)
+    fail(where, "call.process_group",
+         "is not supported by this loss: it runs per process (see the README, 'Across processes')");
 }
 
 /// Validates the reduction of a call for `anchors` anchors and returns the

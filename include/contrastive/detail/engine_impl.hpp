@@ -343,6 +343,24 @@ struct Plan {
   bool gradient = false;      // the gradient pass runs
   int stats = 0;              // per-row statistics of the kernel
   bool online = false;
+  int rank = 0, procs = 1;    // this process computes the tiles t with t % procs == rank
+  bool owns(std::size_t t) const { return static_cast<int>(t % static_cast<std::size_t>(procs)) == rank; }
+  /// The first tile >= lo this process owns.
+  std::size_t first_owned(std::size_t lo) const {
+    const auto P = static_cast<std::size_t>(procs), r = static_cast<std::size_t>(rank);
+    return lo + (r + P - lo % P) % P;
+  }
+};
+
+/// This process's share of a call across processes (a null group: the
+/// whole batch is here).  Instances [offset, offset + local) of the global
+/// batch of n are this process's; rows[p] is process p's count.
+struct Distribution {
+  const ProcessGroup* group = nullptr;
+  int rank = 0, procs = 1;
+  Eigen::Index offset = 0, local = 0, n = 0;
+  std::vector<long long> rows;
+  bool active() const { return group != nullptr && procs > 1; }
 };
 
 /// The largest number of tiles one call may use (tile_size too small for n).
@@ -360,6 +378,7 @@ class Engine {
   static void load(Buffers<S>& b, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                    const char* where) {
     const Eigen::Index n = za.rows();
+    b.views = 2;
     b.w.resize(2 * n, za.cols());
     b.inv_norm.resize(2 * n);
     b.clamped.assign(static_cast<std::size_t>(2 * n), 0);
@@ -367,37 +386,58 @@ class Engine {
     load_rows(b.w, b.inv_norm, b.clamped, n, zb, where, "zb");
   }
 
+  /// The same for a loss of one view: W = U.
+  template <typename D>
+  static void load_one(Buffers<S>& b, const Eigen::MatrixBase<D>& z, const char* where) {
+    b.views = 1;
+    b.w.resize(z.rows(), z.cols());
+    b.inv_norm.resize(z.rows());
+    b.clamped.assign(static_cast<std::size_t>(z.rows()), 0);
+    load_rows(b.w, b.inv_norm, b.clamped, 0, z, where, "z");
+  }
+
   /// Runs the kernel over the tiles.  Returns the loss value; with want_grad
-  /// dL/dW is left in b.dw; the kernel's results are in b.cs.
+  /// dL/dW is left in b.dw (this process's rows of it, across processes);
+  /// the kernel's results are in b.cs.
   template <typename Kernel>
-  static double run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad,
-                    const char* where) {
+  static double run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad, const char* where,
+                    const Distribution& dist = {}) {
     static_assert(check_kernel<Kernel, S>(), "contrastive: not a kernel");
-    const Plan p = plan(kernel, b, opt, want_grad, where);
+    const Plan p = plan(kernel, b, opt, want_grad, where, dist);
     size(b, p);
     b.cs.online = p.online;
     kernel.begin(b.w, b.cs);
     pass1(kernel, b, p);
-    double value = kernel.finish(b.w, b.stats, b.cs);
-    PairSums sums;
-    for (const auto& s : b.tile_sums) sums.add(s);
-    value += sums.value;
-    if (want_grad) {
-      pass2(kernel, b, p);
-      sums = PairSums{};
-      for (const auto& s : b.tile_sums) sums.add(s);
-      kernel.pair_terms(b.w, b.cs, b.dw, 0, b.w.rows() / 2);
-    }
+    PairSums sums = tile_totals(b);
+    if (dist.active()) merge_processes(b, p, *dist.group, sums);
     b.cs.sums.add(sums);
+    const double value = kernel.finish(b.w, b.stats, b.cs) + sums.value;
+    const Eigen::Index n = b.w.rows() / b.views;
+    if (want_grad) {
+      for (auto& t : b.tile_sums) t = PairSums{};
+      pass2(kernel, b, p);
+      sums = tile_totals(b);
+      if (dist.active()) {
+        double v[3] = {sums.value, sums.term_derivative, sums.term_dot};
+        dist.group->all_reduce(v, 3, ProcessGroup::Op::Sum);
+        sums = PairSums{v[0], v[1], v[2]};
+        scatter_rows(b, dist);
+      }
+      b.cs.sums.add(sums);
+      kernel.pair_terms(b.w, b.cs, b.dw, dist.active() ? dist.offset : 0, dist.active() ? dist.offset + dist.local : n);
+    }
     return value;
   }
 
   /// Chooses tiles, threads and the schedule.
   template <typename Kernel>
-  static Plan plan(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad, const char* where) {
-    const Eigen::Index n = b.w.rows() / 2, d = b.w.cols();
+  static Plan plan(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad, const char* where,
+                   const Distribution& dist) {
+    const Eigen::Index n = b.w.rows() / b.views, d = b.w.cols();
     Plan p;
     p.gradient = want_grad;
+    p.rank = dist.active() ? dist.rank : 0;
+    p.procs = dist.active() ? dist.procs : 1;
     p.stats = kernel.stat_count();
     p.online = kernel.online();
     // Threads first, from the work of the whole similarity matrix.
@@ -412,20 +452,28 @@ class Engine {
     // small batches get at least two chunks per view, so that there are
     // enough tiles for the threads (measured: n = 256 pairs ran 1.4x faster
     // on 2 threads with 128-row tiles than with one 256-row tile per block).
+    // Across processes every process must cut the same tiles, so the edge
+    // depends on n, tile_size and the number of processes only: at least
+    // two chunks per view and process (multiples of 8, at least 32 rows).
     p.chunk = std::min<Eigen::Index>(opt.tile_size, n);
-    if (threads > 1 && n < 2 * opt.tile_size && n >= 128)
+    if (p.procs > 1) {
+      const Eigen::Index want = (n + 2 * p.procs - 1) / (2 * p.procs);
+      p.chunk = std::min<Eigen::Index>(p.chunk, std::max<Eigen::Index>(32, (want + 7) / 8 * 8));
+    } else if (threads > 1 && n < 2 * opt.tile_size && n >= 128) {
       p.chunk = std::min<Eigen::Index>(opt.tile_size, ((n + 1) / 2 + 7) / 8 * 8);
+    }
     p.blocks = (n + p.chunk - 1) / p.chunk;
     const double nb = static_cast<double>(p.blocks);
     if (3.0 * nb * nb > static_cast<double>(kMaxTiles))
       fail_field(where, "tile_size",
                  "is too small for a batch of " + std::to_string(n) + " pairs (it would take more than 2^26 tiles) " +
                      got(opt.tile_size));
-    build_tiles(kernel, b, n, p.chunk, p.blocks);
+    build_tiles(kernel, b, n, p.chunk, p.blocks, b.views);
     const auto ntiles = static_cast<long>(b.tiles.size());
     double cache_bytes = 0;
-    for (const auto& t : b.tiles)
-      cache_bytes += static_cast<double>(sizeof(S)) * static_cast<double>(t.nr) * static_cast<double>(t.nc);
+    for (std::size_t t = 0; t < b.tiles.size(); ++t)
+      if (p.owns(t))
+        cache_bytes += static_cast<double>(sizeof(S)) * static_cast<double>(b.tiles[t].nr) * static_cast<double>(b.tiles[t].nc);
     const long units = std::max<long>(ntiles, 2 * static_cast<long>(p.blocks));
     p.threads = static_cast<int>(std::max<long>(1, std::min<long>(threads, units)));
     p.materialised = cache_bytes <= static_cast<double>(opt.memory_budget_bytes);
@@ -434,7 +482,7 @@ class Engine {
     // (same shapes): no scratch tiles, and the workspace keeps its size.
     p.cache_scratch = p.materialised && !want_grad && b.cache.size() == b.tiles.size();
     for (std::size_t t = 0; p.cache_scratch && t < b.tiles.size(); ++t)
-      p.cache_scratch = b.cache[t].rows() == b.tiles[t].nr && b.cache[t].cols() == b.tiles[t].nc;
+      p.cache_scratch = !p.owns(t) || (b.cache[t].rows() == b.tiles[t].nr && b.cache[t].cols() == b.tiles[t].nc);
     return p;
   }
 
@@ -459,7 +507,8 @@ class Engine {
     if (p.gradient) b.dw.setZero(n2, d);
     if (p.cache) {
       b.cache.resize(b.tiles.size());
-      for (std::size_t t = 0; t < b.tiles.size(); ++t) b.cache[t].resize(b.tiles[t].nr, b.tiles[t].nc);
+      for (std::size_t t = 0; t < b.tiles.size(); ++t)
+        b.cache[t].resize(p.owns(t) ? b.tiles[t].nr : 0, p.owns(t) ? b.tiles[t].nc : 0);
     } else if (p.gradient) {
       // Streaming: give the memory of an earlier, smaller problem's tiles back.
       // (A value-only call keeps them for the next gradient call.)
@@ -469,42 +518,62 @@ class Engine {
     }
   }
 
-  /// Checks the views, loads them and runs the value pass.
-  template <typename Kernel, typename DA, typename DB>
-  static double evaluate(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt,
-                         const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, const char* where) {
-    check_views(where, za, zb);
-    load(b, za, zb, where);
-    return run(kernel, b, opt, false, where);
-  }
-
-  /// Checks views and outputs (nothing is written on an exception), runs both
-  /// passes and writes dL/dza, dL/dzb.
-  template <typename Kernel, typename DA, typename DB, typename GA, typename GB>
-  static double evaluate_grad(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt,
-                              const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                              const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
-                              const char* where) {
-    check_views(where, za, zb);
-    check_output_shape(where, "grad_a", grad_a, za.rows(), za.cols());
-    check_output_shape(where, "grad_b", grad_b, zb.rows(), zb.cols());
-    check_distinct_outputs(where, grad_a, grad_b);
-    load(b, za, zb, where);
-    const double v = run(kernel, b, opt, true, where);
-    backprop(b, grad_a, grad_b);
-    return v;
-  }
-
   /// Back through the normalisation into the caller's outputs:
   /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped row.
   template <typename GA, typename GB>
   static void backprop(const Buffers<S>& b, const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b) {
-    const Eigen::Index n = b.w.rows() / 2;
+    const Eigen::Index n = b.w.rows() / b.views;
     backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a);
     backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b);
   }
 
  private:
+  /// The pair sums of all tiles, added in tile order.
+  static PairSums tile_totals(const Buffers<S>& b) {
+    PairSums sums;
+    for (const auto& t : b.tile_sums) sums.add(t);
+    return sums;
+  }
+
+  /// Across processes after pass 1: every process's statistics and pair
+  /// sums become the global ones.  Fixed shifts: an element-wise sum.
+  /// Online shifts: the element-wise max of the shifts (rows without a
+  /// term of this process's tiles take no part), each process's sums
+  /// rescaled to it, then summed.
+  static void merge_processes(Buffers<S>& b, const Plan& p, const ProcessGroup& group, PairSums& sums) {
+    RowStats<S>& st = b.stats;
+    const Eigen::Index n2 = st.s.rows();
+    if (p.stats > 0) {
+      if (p.online) {
+        const S ninf = -std::numeric_limits<S>::infinity();
+        for (Eigen::Index r = 0; r < n2; ++r)
+          if (!(st.s(r, 0) > S(0))) st.m[r] = ninf;
+        st.m_local = st.m;
+        group.all_reduce(st.m.data(), static_cast<std::size_t>(n2), ProcessGroup::Op::Max);
+        for (Eigen::Index r = 0; r < n2; ++r) {
+          if (st.s(r, 0) > S(0)) st.s.row(r) *= std::exp(st.m_local[r] - st.m[r]);
+          if (st.m[r] == ninf) st.m[r] = S(0);
+        }
+      }
+      group.all_reduce(st.s.data(), static_cast<std::size_t>(st.s.size()), ProcessGroup::Op::Sum);
+    }
+    double v[3] = {sums.value, sums.term_derivative, sums.term_dot};
+    group.all_reduce(v, 3, ProcessGroup::Op::Sum);
+    sums = PairSums{v[0], v[1], v[2]};
+  }
+
+  /// Across processes after pass 2: dW summed over processes, each keeping
+  /// its own rows (of both views) in place in b.dw.
+  static void scatter_rows(Buffers<S>& b, const Distribution& dist) {
+    const Eigen::Index n = b.w.rows() / b.views, d = b.w.cols();
+    b.dw_local.resize(dist.local, d);
+    for (Eigen::Index view = 0; view < b.views; ++view) {
+      dist.group->reduce_scatter_rows(b.dw.data() + view * n * d, b.dw_local.data(), dist.rows.data(),
+                                      static_cast<std::size_t>(d));
+      b.dw.middleRows(view * n + dist.offset, dist.local) = b.dw_local;
+    }
+  }
+
   static void size_stats(TileStats<S>& ts, Eigen::Index rows, Eigen::Index k, bool online) {
     ts.rows.resize(rows, k);
     ts.cols.resize(rows, k);
@@ -541,6 +610,9 @@ class Engine {
   /// The tile's view of its statistics in `ts`, starting at row `off`.
   static TileOut<S> tile_out(TileStats<S>& ts, Eigen::Index off, const Tile& t, PairSums& sums) {
     const Eigen::Index k = ts.rows.cols();
+    // A kernel without statistics gets empty views (no offset into an
+    // empty array, whose data pointer is null).
+    if (k == 0) return TileOut<S>{ts.rows.block(0, 0, 0, 0), ts.cols.block(0, 0, 0, 0), nullptr, nullptr, false, false, &sums};
     TileOut<S> out{ts.rows.block(off, 0, t.nr, k), ts.cols.block(off, 0, t.nc, k),
                    ts.rows_m.size() ? ts.rows_m.data() + off : nullptr,
                    ts.cols_m.size() ? ts.cols_m.data() + off : nullptr, false, false, &sums};
@@ -558,6 +630,7 @@ class Engine {
   template <typename Kernel>
   static void pass1(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
     const long ntiles = static_cast<long>(b.tiles.size());
+    const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
     if (p.materialised) {
       std::vector<unsigned char> flags(b.tiles.size(), 0);
 #ifdef _OPENMP
@@ -571,8 +644,8 @@ class Engine {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (long ti = 0; ti < ntiles; ++ti) {
-          const auto t = static_cast<std::size_t>(ti);
+        for (long k = 0; k < owned; ++k) {
+          const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
           const Tile& tile = b.tiles[t];
           TileRef<S> X = (p.cache || p.cache_scratch) ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
           similarity_tile(kernel, b, tile, X);
@@ -585,7 +658,7 @@ class Engine {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-          for (long q = 0; q < 2 * static_cast<long>(p.blocks); ++q) {
+          for (long q = 0; q < static_cast<long>(b.touch_off.size()) - 1; ++q) {
             for (std::size_t e = b.touch_off[static_cast<std::size_t>(q)]; e < b.touch_off[static_cast<std::size_t>(q) + 1]; ++e) {
               const auto t = static_cast<std::size_t>(b.touch[e] >> 1);
               const bool as_col = (b.touch[e] & 1u) != 0;
@@ -613,11 +686,11 @@ class Engine {
       note_threads(b);
       ThreadSlot<S>& sl = slot(b);
       for (std::size_t k = 0; k + 1 < b.rounds.size(); ++k) {
-        const long lo = static_cast<long>(b.rounds[k]), hi = static_cast<long>(b.rounds[k + 1]);
+        const long lo = static_cast<long>(p.first_owned(b.rounds[k])), hi = static_cast<long>(b.rounds[k + 1]);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (long ti = lo; ti < hi; ++ti) {
+        for (long ti = lo; ti < hi; ti += p.procs) {
           const auto t = static_cast<std::size_t>(ti);
           const Tile& tile = b.tiles[t];
           TileRef<S> X(sl.x.topLeftCorner(tile.nr, tile.nc));
@@ -638,6 +711,7 @@ class Engine {
   template <typename Kernel>
   static void pass2(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
     const long ntiles = static_cast<long>(b.tiles.size());
+    const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
     if (p.cache) {
       std::vector<unsigned char> active(b.tiles.size(), 0);
 #ifdef _OPENMP
@@ -650,14 +724,14 @@ class Engine {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (long ti = 0; ti < ntiles; ++ti) {
-          const auto t = static_cast<std::size_t>(ti);
+        for (long k = 0; k < owned; ++k) {
+          const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
           active[t] = kernel.pass2(TileRef<S>(b.cache[t]), b.tiles[t], true, b.cs, b.tile_sums[t], sl) ? 1 : 0;
         }
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (long q = 0; q < 2 * static_cast<long>(p.blocks); ++q) {
+        for (long q = 0; q < static_cast<long>(b.touch_off.size()) - 1; ++q) {
           for (std::size_t e = b.touch_off[static_cast<std::size_t>(q)]; e < b.touch_off[static_cast<std::size_t>(q) + 1]; ++e) {
             const auto t = static_cast<std::size_t>(b.touch[e] >> 1);
             if (!active[t]) continue;
@@ -681,11 +755,11 @@ class Engine {
       make_eigen_serial();
       ThreadSlot<S>& sl = slot(b);
       for (std::size_t k = 0; k + 1 < b.rounds.size(); ++k) {
-        const long lo = static_cast<long>(b.rounds[k]), hi = static_cast<long>(b.rounds[k + 1]);
+        const long lo = static_cast<long>(p.first_owned(b.rounds[k])), hi = static_cast<long>(b.rounds[k + 1]);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (long ti = lo; ti < hi; ++ti) {
+        for (long ti = lo; ti < hi; ti += p.procs) {
           const auto t = static_cast<std::size_t>(ti);
           const Tile& tile = b.tiles[t];
           TileRef<S> X(sl.x.topLeftCorner(tile.nr, tile.nc));
@@ -727,20 +801,22 @@ class Engine {
   /// odd number >= the blocks involved): pair {a, b} in round (a + b) mod V',
   /// the diagonal tile of a in round 2a mod V' (the round a sits out).
   template <typename Kernel>
-  static void build_tiles(const Kernel& kernel, Buffers<S>& b, Eigen::Index n, Eigen::Index chunk, Eigen::Index nb) {
+  static void build_tiles(const Kernel& kernel, Buffers<S>& b, Eigen::Index n, Eigen::Index chunk, Eigen::Index nb,
+                          int views) {
     struct Entry {
       Tile t;
       Eigen::Index round;
     };
     std::vector<Entry> entries;
-    const bool within = kernel.visits(0, 0) || kernel.visits(1, 1);
+    const auto visits = [&](int vr, int vc) { return vr < views && vc < views && kernel.visits(vr, vc); };
+    const bool within = visits(0, 0) || visits(1, 1);
     const int blocks[3][2] = {{0, 0}, {0, 1}, {1, 1}};
     // Blocks involved in the circle method: all 2B, or B per view when only
     // within-view blocks are visited (the two views then share rounds).
-    const Eigen::Index span = kernel.visits(0, 1) ? 2 * nb : nb;
+    const Eigen::Index span = visits(0, 1) ? 2 * nb : nb;
     const Eigen::Index odd = span % 2 == 1 ? span : span + 1;
     for (const auto& bl : blocks) {
-      if (!kernel.visits(bl[0], bl[1])) continue;
+      if (!visits(bl[0], bl[1])) continue;
       for (Eigen::Index I = 0; I < nb; ++I)
         for (Eigen::Index J = (bl[0] == bl[1] ? I : 0); J < nb; ++J) {
           Tile t;
@@ -773,7 +849,7 @@ class Engine {
     }
     b.rounds.push_back(entries.size());
     // Per row block, the tiles touching it, in tile order.
-    const auto nq = static_cast<std::size_t>(2 * nb);
+    const auto nq = static_cast<std::size_t>(views * nb);
     b.touch_off.assign(nq + 1, 0);
     for (const auto& t : b.tiles) {
       ++b.touch_off[static_cast<std::size_t>(t.rb) + 1];

@@ -1,0 +1,313 @@
+// contrastive — one call of a loss on the engine, in one process or across a
+// ProcessGroup (internal).
+// SPDX-License-Identifier: MIT
+//
+// Every loss on the engine is called through EngineCall::run(), which validates
+// the call (nothing is written on an exception), loads and normalises the
+// views, builds the loss's kernel for the batch and runs the engine.
+//
+// Across processes (call.process_group with more than one process) each
+// process holds n_p pairs; the batch is their concatenation in rank order.
+//   1. Every process checks its own part (shapes, finiteness, ids, labels,
+//      weights, outputs) without throwing yet, and normalises its rows.
+//   2. All processes exchange a fixed-size record (scalar type, d, n_p, the
+//      call's options, the loss's parameters, the first local error) with
+//      one all_gather, and all of them throw the same std::invalid_argument
+//      if any process failed or the records disagree: no process is left
+//      waiting in a later collective.
+//   3. The normalised rows (and norms, ids, labels, weights) are gathered,
+//      so every process holds W of the global batch (2 n d scalars).
+//   4. The engine computes ~1/P of the tiles on each process, merges the
+//      per-row statistics (all_reduce) and sums dW over processes keeping
+//      each process's rows (reduce_scatter); pair terms and the backward
+//      through the normalisation are done for this process's rows only.
+// The loss provides: name(), options(), accepts(), anchors(n),
+// requires_labels(), signature() and with_kernel(batch, f).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "../api.hpp"
+#include "../engine.hpp"
+#include "checks.hpp"
+
+namespace contrastive {
+namespace detail {
+
+/// The batch a kernel is built for: the global one across processes.
+template <typename S>
+struct Batch {
+  Eigen::Index n = 0;                  ///< instances (pairs) of the batch
+  const Eigen::Index* ids = nullptr;   ///< instance ids (n), or null
+  Span<const Eigen::Index> labels;     ///< class labels (n), or not given
+  const ColArray<S>* coef = nullptr;   ///< per-anchor coefficients, or null (the mean)
+  S* losses = nullptr;                 ///< per-anchor losses out, or null
+  bool want_dtau = false;              ///< the call wants dL/dtau
+};
+
+/// FNV-1a over bytes (the same on every process of a build).
+inline std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t h = 1469598103934665603ull) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+/// What every process of a call tells the others before any data moves.
+struct CallRecord {
+  std::int64_t scalar_bytes = 0, d = 0, rows = 0, tile_size = 0;
+  std::int64_t flags = 0;          // gradient, dtau, reduction, ids, labels, weights, per_anchor
+  std::uint64_t name_hash = 0, params_hash = 0;
+  double params[6] = {0, 0, 0, 0, 0, 0};  // the first parameters, for the message
+  char error[464] = {};            // the first local error (empty: none)
+};
+
+/// Throws on every process the same std::invalid_argument when any process
+/// failed its local checks or the processes disagree on the call.
+inline void agree(const char* where, const ProcessGroup& group, const CallRecord& mine, std::vector<CallRecord>& all) {
+  all.resize(static_cast<std::size_t>(group.size()));
+  group.all_gather(&mine, sizeof(CallRecord), all.data());
+  for (std::size_t p = 0; p < all.size(); ++p)
+    if (all[p].error[0] != '\0') {
+      std::ostringstream os;
+      std::size_t len = 0;
+      while (len < sizeof all[p].error && all[p].error[len] != '\0') ++len;
+      os << "process " << p << " of " << all.size() << ": " << std::string(all[p].error, len);
+      throw std::invalid_argument(os.str());
+    }
+  const auto disagree = [&](const char* what, auto get) {
+    for (std::size_t p = 1; p < all.size(); ++p)
+      if (!(get(all[p]) == get(all[0]))) {
+        std::ostringstream os;
+        os << "processes disagree on " << what << " (process 0: " << get(all[0]) << ", process " << p << ": "
+           << get(all[p]) << "): every process must make the same call";
+        fail(where, "call.process_group", os.str());
+      }
+  };
+  disagree("the scalar type (bytes)", [](const CallRecord& r) { return r.scalar_bytes; });
+  disagree("the loss", [](const CallRecord& r) { return r.name_hash; });
+  disagree("the embedding dimension d", [](const CallRecord& r) { return r.d; });
+  disagree("the loss parameters", [](const CallRecord& r) { return r.params_hash; });
+  disagree("EngineOptions::tile_size", [](const CallRecord& r) { return r.tile_size; });
+  disagree("the call (value or gradients, dL/dtau, reduction, ids, labels, weights, per-anchor losses)",
+           [](const CallRecord& r) { return r.flags; });
+}
+
+/// Views of a loss: Loss::kViews when it declares it (1: one batch), else 2.
+template <typename L, typename = void>
+struct views_of : std::integral_constant<int, 2> {};
+template <typename L>
+struct views_of<L, std::void_t<decltype(L::kViews)>> : std::integral_constant<int, L::kViews> {};
+
+/// Smallest batch of a loss: Loss::kMinRows when it declares it, else 2 (a
+/// negative needs two samples).
+template <typename L, typename = void>
+struct min_rows_of : std::integral_constant<Eigen::Index, 2> {};
+template <typename L>
+struct min_rows_of<L, std::void_t<decltype(L::kMinRows)>> : std::integral_constant<Eigen::Index, L::kMinRows> {};
+
+/// The one path of every call of a loss on the engine (losses befriend it
+/// to expose accepts(), requires_labels(), signature() and with_kernel()).
+/// A loss of one view (views_of<Loss> == 1) is called with za = zb = z and
+/// no grad_b.
+struct EngineCall {
+/// Validates, loads and runs one call of `loss` (gradients when ga, gb are
+/// given); returns the value, leaving the kernel's results in b.cs.
+template <typename Loss, typename S, typename DA, typename DB, typename GA, typename GB>
+static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                  const Eigen::MatrixBase<GA>* ga, const Eigen::MatrixBase<GB>* gb, bool want_dtau,
+                  const CallOptions<S>& call) {
+  const char* where = loss.name();
+  const bool want_grad = ga != nullptr;
+  constexpr int views = views_of<Loss>::value;
+  const auto check_inputs = [&](Eigen::Index min_rows) {
+    if (views == 2) check_views(where, za, zb, min_rows);
+    else check_view(where, za, min_rows);
+  };
+  const auto check_outputs = [&] {
+    if (!want_grad) return;
+    check_output_shape(where, views == 2 ? "grad_a" : "grad", *ga, za.rows(), za.cols());
+    if (views == 2) {
+      check_output_shape(where, "grad_b", *gb, zb.rows(), zb.cols());
+      check_distinct_outputs(where, *ga, *gb);
+    }
+  };
+  const ProcessGroup* group = call.process_group;
+  Accepts acc = loss.accepts();
+  acc.process_group = true;
+  const bool per = call.reduction != Reduction::Mean || call.anchor_weights.given() || call.per_anchor.given();
+  const auto check_labels = [&](Eigen::Index rows) {
+    if (!loss.requires_labels()) return;
+    if (!call.labels.given()) fail(where, "call.labels", "is required: one class label per row of 'za'");
+    if (static_cast<Eigen::Index>(call.labels.size()) != rows)
+      fail(where, "call.labels",
+           "has " + std::to_string(call.labels.size()) + " entries but the batch has " + std::to_string(rows) + " rows");
+  };
+
+  if (group == nullptr || group->size() == 1) {
+    check_call(where, call, acc);
+    check_inputs(min_rows_of<Loss>::value);
+    check_outputs();
+    const Eigen::Index n = za.rows();
+    Batch<S> batch;
+    batch.n = n;
+    batch.want_dtau = want_dtau;
+    if (call.instance_ids.given()) {
+      count_negatives(where, n, call.instance_ids);
+      batch.ids = call.instance_ids.data();
+    }
+    check_labels(n);
+    batch.labels = call.labels;
+    if (per) {
+      const Eigen::Index a = loss.anchors(n);
+      anchor_coefficients(where, call, a, b.coef);
+      b.losses.assign(static_cast<std::size_t>(a), S(0));
+      batch.coef = &b.coef;
+      batch.losses = b.losses.data();
+    }
+    if (views == 2) Engine<S>::load(b, za, zb, where);
+    else Engine<S>::load_one(b, za, where);
+    const double v = loss.with_kernel(batch, [&](const auto& k) {
+      return Engine<S>::run(k, b, loss.options(), want_grad, where);
+    });
+    if (want_grad) {
+      backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, *ga);
+      if (views == 2) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, *gb);
+    }
+    publish_per_anchor(call, b.losses);
+    return v;
+  }
+
+  // ---- across processes ----------------------------------------------------
+  const int P = group->size(), rank = group->rank();
+  const Eigen::Index np = za.rows(), d = za.cols();
+  CallRecord mine;
+  mine.scalar_bytes = static_cast<std::int64_t>(sizeof(S));
+  mine.d = d;
+  mine.rows = np;
+  mine.tile_size = loss.options().tile_size;
+  mine.flags = (want_grad ? 1 : 0) | (want_dtau ? 2 : 0) | (static_cast<int>(call.reduction) << 2) |
+               (call.instance_ids.given() ? 16 : 0) | (call.labels.given() ? 32 : 0) |
+               (call.anchor_weights.given() ? 64 : 0) | (call.per_anchor.given() ? 128 : 0);
+  mine.name_hash = fnv1a(where, std::strlen(where));
+  const std::vector<double> params = loss.signature();
+  mine.params_hash = fnv1a(params.data(), params.size() * sizeof(double));
+  for (std::size_t k = 0; k < params.size() && k < 6; ++k) mine.params[k] = params[k];
+  const Eigen::Index a_local = loss.anchors(np);
+  try {
+    check_call(where, call, acc);
+    check_inputs(1);  // a process may hold a single pair
+    check_outputs();
+    if (call.instance_ids.given() && static_cast<Eigen::Index>(call.instance_ids.size()) != np)
+      fail(where, "call.instance_ids",
+           "has " + std::to_string(call.instance_ids.size()) + " entries but this process has " + std::to_string(np) +
+               " rows");
+    check_labels(np);
+    if (per) anchor_coefficients(where, call, a_local, b.coef);  // validates this process's weights and outputs
+    b.w_local.resize(views * np, d);
+    b.inv_local.resize(views * np);
+    b.clamped_local.assign(static_cast<std::size_t>(views * np), 0);
+    load_rows(b.w_local, b.inv_local, b.clamped_local, 0, za, where, views == 2 ? "za" : "z");
+    if (views == 2) load_rows(b.w_local, b.inv_local, b.clamped_local, np, zb, where, "zb");
+  } catch (const std::invalid_argument& e) {
+    std::strncpy(mine.error, e.what(), sizeof(mine.error) - 1);
+  }
+  std::vector<CallRecord> all;
+  agree(where, *group, mine, all);
+
+  Distribution dist;
+  dist.group = group;
+  dist.rank = rank;
+  dist.procs = P;
+  dist.local = np;
+  dist.rows.resize(static_cast<std::size_t>(P));
+  for (int p = 0; p < P; ++p) {
+    dist.rows[static_cast<std::size_t>(p)] = all[static_cast<std::size_t>(p)].rows;
+    if (p < rank) dist.offset += static_cast<Eigen::Index>(all[static_cast<std::size_t>(p)].rows);
+    dist.n += static_cast<Eigen::Index>(all[static_cast<std::size_t>(p)].rows);
+  }
+  const Eigen::Index n = dist.n;
+  if (n < min_rows_of<Loss>::value)
+    fail(where, views == 2 ? "za" : "z",
+         "has " + std::to_string(n) + " rows over all processes: at least " +
+             std::to_string(min_rows_of<Loss>::value) + " are needed");
+  const auto* counts = dist.rows.data();
+  const auto gather = [&](const auto* mine_rows, auto* all_rows, std::size_t row_bytes) {
+    group->all_gather_rows(mine_rows, all_rows, counts, row_bytes);
+  };
+  // 3. Gather the normalised rows, their norms and the per-instance options.
+  b.views = views;
+  b.w.resize(views * n, d);
+  b.inv_norm.resize(views * n);
+  b.clamped.assign(static_cast<std::size_t>(views * n), 0);
+  for (Eigen::Index view = 0; view < views; ++view) {
+    gather(b.w_local.data() + view * np * d, b.w.data() + view * n * d, sizeof(S) * static_cast<std::size_t>(d));
+    gather(b.inv_local.data() + view * np, b.inv_norm.data() + view * n, sizeof(S));
+    gather(b.clamped_local.data() + view * np, b.clamped.data() + view * n, 1);
+  }
+  Batch<S> batch;
+  batch.n = n;
+  batch.want_dtau = want_dtau;
+  if (call.instance_ids.given()) {
+    b.ids.resize(static_cast<std::size_t>(n));
+    gather(call.instance_ids.data(), b.ids.data(), sizeof(Eigen::Index));
+    count_negatives(where, n, Span<const Eigen::Index>(b.ids.data(), b.ids.size()));  // the same on every process
+    batch.ids = b.ids.data();
+  }
+  if (call.labels.given()) {
+    b.labels.resize(static_cast<std::size_t>(n));
+    gather(call.labels.data(), b.labels.data(), sizeof(Eigen::Index));
+    batch.labels = Span<const Eigen::Index>(b.labels.data(), b.labels.size());
+  }
+  if (per) {
+    // Anchors: this process's are [its rows of za; its rows of zb] (as many
+    // as the loss has per instance), the batch's [all za; all zb].
+    const Eigen::Index a_global = loss.anchors(n);
+    const Eigen::Index anchor_views = a_local / np;  // 1 one-way, 2 symmetric
+    b.weights.setOnes(a_global);
+    if (call.anchor_weights.given()) {
+      ColArray<S> w_local(a_local);
+      for (Eigen::Index r = 0; r < a_local; ++r) w_local[r] = call.anchor_weights[static_cast<std::size_t>(r)];
+      for (Eigen::Index v = 0; v < anchor_views; ++v) gather(w_local.data() + v * np, b.weights.data() + v * n, sizeof(S));
+    }
+    const S scale = call.reduction == Reduction::Mean ? S(1) / static_cast<S>(a_global) : S(1);
+    b.coef = scale * b.weights;
+    b.losses.assign(static_cast<std::size_t>(a_global), S(0));
+    batch.coef = &b.coef;
+    batch.losses = b.losses.data();
+  }
+  // 4. The engine, on this process's tiles.
+  const double v = loss.with_kernel(batch, [&](const auto& k) {
+    return Engine<S>::run(k, b, loss.options(), want_grad, where, dist);
+  });
+  // 5. This process's rows out.
+  if (want_grad) {
+    backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga);
+    if (views == 2) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n + dist.offset, *gb);
+  }
+  if (call.per_anchor.given()) {
+    const Eigen::Index anchor_views = a_local / np;
+    for (Eigen::Index v2 = 0; v2 < anchor_views; ++v2)
+      for (Eigen::Index i = 0; i < np; ++i)
+        call.per_anchor[static_cast<std::size_t>(v2 * np + i)] = b.losses[static_cast<std::size_t>(v2 * n + dist.offset + i)];
+  }
+  return v;
+}
+};
+
+/// The output overload's null gradients (a value-only call).
+template <typename S>
+const Eigen::MatrixBase<Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>>* no_gradient() {
+  return nullptr;
+}
+
+}  // namespace detail
+}  // namespace contrastive
