@@ -7,6 +7,14 @@
 // directory.  The frozen encoder is then evaluated by linear probes and kNN
 // beside raw pixels and the same encoder untrained, and the run is written
 // as CSV for plot.py.  --study runs the batch-size x VRNS grid.
+//
+// Built with FMNIST_MPI (when the CMake target contrastive::mpi exists) it
+// also trains data-parallel under mpiexec: every process makes the views and
+// runs the network for its share of each global batch, the library's loss
+// with the process group gives the global batch's loss and each process's
+// rows' exact gradient, the parameter gradients are summed with one
+// all-reduce, and every process makes the same update.  Rank 0 prints,
+// evaluates and writes the files.
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +34,11 @@
 #endif
 
 #include <contrastive/contrastive.hpp>
+#ifdef FMNIST_MPI
+#include <mpi.h>
+
+#include <contrastive/mpi.hpp>
+#endif
 
 #include "augment.hpp"
 #include "idx.hpp"
@@ -38,6 +51,15 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 double since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
+
+/// This process's rank (0 without MPI): only rank 0 prints usage and results.
+int g_rank = 0;
+
+/// Thrown to end the program with `code` (usage errors, --help), so that an
+/// MPI run still finalises MPI on the way out.
+struct ExitRequest {
+  int code;
+};
 
 const char* kUsage =
     "usage: simclr_fashion_mnist [options]\n"
@@ -65,13 +87,18 @@ const char* kUsage =
     "  --wd W             weight decay (default 0)\n"
     "  --out DIR          where the CSV files for plot.py go (default: beside the executable)\n"
     "  --data DIR         data directory (default $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)\n"
+#ifdef FMNIST_MPI
+    "  under mpiexec -n P: data-parallel training, each process makes and runs 1/P of every batch\n"
+#else
+    "  (built without MPI: no data-parallel mode under mpiexec)\n"
+#endif
     "  --study            run the batch {32,64,128,256} x lambda {0,30} grid instead\n"
     "  --study-seeds K    seeds per grid cell (default 3)\n"
     "  --study-samples S  images seen per run in the study, whatever the batch (default 120000)\n";
 
 [[noreturn]] void usage_error(const std::string& msg) {
-  std::fprintf(stderr, "simclr_fashion_mnist: %s\n%s", msg.c_str(), kUsage);
-  std::exit(2);
+  if (g_rank == 0) std::fprintf(stderr, "simclr_fashion_mnist: %s\n%s", msg.c_str(), kUsage);
+  throw ExitRequest{2};
 }
 
 /// --key value / --key=value options, validated as they are read.
@@ -105,8 +132,8 @@ class Args {
       values_[a] = value;
     }
     if (has("help")) {
-      std::printf("%s", kUsage);
-      std::exit(0);
+      if (g_rank == 0) std::printf("%s", kUsage);
+      throw ExitRequest{0};
     }
   }
   bool has(const std::string& k) const { return values_.count(k) > 0; }
@@ -196,9 +223,11 @@ fmnist::Network<float> make_network(const std::string& encoder, unsigned seed) {
 
 /// Shows progress inside an epoch: a line redrawn in place on a terminal
 /// (at most ten times a second), else a plain line about every tenth of the epoch.
+/// `plain` forces the plain lines (under mpiexec stdout is a pseudo-terminal
+/// even when mpiexec's own output goes to a file).
 class ProgressPrinter {
  public:
-  explicit ProgressPrinter(int epochs) : epochs_(epochs), tty_(isatty(fileno(stdout)) != 0) {}
+  ProgressPrinter(int epochs, bool plain) : epochs_(epochs), tty_(!plain && isatty(fileno(stdout)) != 0) {}
   void operator()(const fmnist::StepReport& r) {
     if (tty_) {
       const auto now = clock_type::now();
@@ -264,6 +293,16 @@ void write_csv(const std::string& dir, const std::vector<EpochRow>& rows, const 
     }
   }
   {
+    // Every step's loss, to the float's precision (data-parallel runs are compared with it).
+    std::ofstream f = open("losses.csv");
+    f << "step,loss\n";
+    char b[64];
+    for (std::size_t i = 0; i < step_losses.size(); ++i) {
+      std::snprintf(b, sizeof b, "%zu,%.9g\n", i + 1, step_losses[i]);
+      f << b;
+    }
+  }
+  {
     std::ofstream f = open("embedding.csv");
     f << "label,pc1,pc2\n";
     for (Eigen::Index i = 0; i < proj.rows(); ++i)
@@ -282,15 +321,54 @@ void write_csv(const std::string& dir, const std::vector<EpochRow>& rows, const 
   }
 }
 
+/// Whether `ok` holds on every process of the group (collective; `ok` without one).
+bool all_ok(const contrastive::ProcessGroup* group, bool ok) {
+  if (!group) return ok;
+  float bad = ok ? 0.f : 1.f;
+  group->all_reduce(&bad, 1, contrastive::ProcessGroup::Op::Max);
+  return bad == 0.f;
+}
+
+/// Whether every process of the group holds exactly these parameters (collective).
+bool same_everywhere(const contrastive::ProcessGroup* group, const fmnist::Vec<float>& params) {
+  if (!group) return true;
+  fmnist::Vec<float> hi = params, lo = -params;
+  group->all_reduce(hi.data(), static_cast<std::size_t>(hi.size()), contrastive::ProcessGroup::Op::Max);
+  group->all_reduce(lo.data(), static_cast<std::size_t>(lo.size()), contrastive::ProcessGroup::Op::Max);
+  return all_ok(group, (hi.array() == -lo.array()).all());
+}
+
+/// A process other than rank 0 of a data-parallel run: the same network and
+/// the same training on its share of each batch; no output (the progress,
+/// the probes and the files are rank 0's).
+int run_worker(const std::string& encoder, const fmnist::Split& train, const fmnist::TrainConfig& cfg,
+               Eigen::Index subset) {
+  if (!all_ok(cfg.group, true)) return 1;  // rank 0 could not start
+  const fmnist::ImageMatrix x = train.x.topRows(subset);
+  fmnist::Network<float> net = make_network(encoder, cfg.seed);
+  fmnist::train(net, x, cfg);
+  same_everywhere(cfg.group, net.params);
+  return 0;
+}
+
 int run_main(const std::string& encoder, const std::string& out_dir, const fmnist::Split& train,
              const fmnist::Split& test, const fmnist::TrainConfig& cfg, const Eval& eval, Eigen::Index subset,
              int epochs, double load_seconds) {
+  if (cfg.group && cfg.group->rank() != 0) return run_worker(encoder, train, cfg, subset);
+  const int processes = cfg.group ? cfg.group->size() : 1;
   const auto t_start = clock_type::now();
   // Where the CSV files go must be writable before minutes of training, not after.
-  std::error_code ec;
-  std::filesystem::create_directories(out_dir, ec);
-  if (!std::ofstream(out_dir + "/run.txt"))
-    throw std::runtime_error("cannot write in '" + out_dir + "' (--out): " + (ec ? ec.message() : "not writable"));
+  std::string setup_error;
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(out_dir, ec);
+    if (!std::ofstream(out_dir + "/run.txt"))
+      setup_error = "cannot write in '" + out_dir + "' (--out): " + (ec ? ec.message() : "not writable");
+  }
+  if (!all_ok(cfg.group, setup_error.empty())) {
+    std::fprintf(stderr, "simclr_fashion_mnist: %s\n", setup_error.c_str());
+    return 1;
+  }
   const fmnist::ImageMatrix x = train.x.topRows(subset);
   const fmnist::ImageMatrix pairs = fixed_pairs(test.x, 1000, cfg.aug);
   fmnist::Network<float> net = make_network(encoder, cfg.seed);
@@ -299,11 +377,17 @@ int run_main(const std::string& encoder, const std::string& out_dir, const fmnis
   char title[512];
   std::snprintf(title, sizeof title,
                 "SimCLR on Fashion-MNIST: encoder=%s loss=%s tau=%g lambda=%g batch=%d epochs=%d train-subset=%lld "
-                "lr=%g %s %s seed=%u",
+                "lr=%g %s %s seed=%u%s",
                 encoder.c_str(), cfg.loss.c_str(), cfg.tau, cfg.lambda, cfg.batch, epochs,
                 static_cast<long long>(subset), cfg.lr, cfg.cosine ? "cosine" : "constant", cfg.sgd ? "sgd" : "adam",
-                cfg.seed);
+                cfg.seed, processes > 1 ? (" processes=" + std::to_string(processes)).c_str() : "");
   std::printf("%s\n", title);
+  if (processes > 1) {
+    const fmnist::Shard last(cfg.batch, processes - 1, processes);
+    std::printf("data-parallel: %d processes, %lld to %lld pairs of each batch per process; one all-reduce of the "
+                "parameter gradient per step\n",
+                processes, static_cast<long long>(last.count), static_cast<long long>(fmnist::Shard(cfg.batch, 0, processes).count));
+  }
   std::printf("network: %s\n(%lld parameters, %.2f M multiply-adds per image; representation: the %lld-d encoder output)\n",
               net.describe().c_str(), static_cast<long long>(net.params.size()), net.macs() / 1e6,
               static_cast<long long>(net.encoder_size()));
@@ -312,7 +396,7 @@ int run_main(const std::string& encoder, const std::string& out_dir, const fmnis
   std::printf("%5s %10s %10s %10s %8s %7s %8s %7s %11s\n", "epoch", "train loss", "pair loss", "samples/s", "pos mean",
               "pos sd", "neg mean", "neg sd", "enc neg sd");
   std::vector<EpochRow> rows;
-  ProgressPrinter progress(epochs);
+  ProgressPrinter progress(epochs, processes > 1);
   const auto show = [&](int epoch, double train_loss, double rate) {
     const PairStats st = pair_stats(net, pairs, loss);
     rows.push_back({epoch, train_loss, rate, st});
@@ -334,6 +418,9 @@ int run_main(const std::string& encoder, const std::string& out_dir, const fmnis
       &step_losses,
       [&](const fmnist::StepReport& r) { progress(r); });
   const double train_seconds = since(t_train);
+  if (processes > 1)
+    std::printf("parameters after training: %s on all %d processes\n",
+                same_everywhere(cfg.group, net.params) ? "identical" : "DIFFERENT", processes);
 
   const auto t_probe = clock_type::now();
   const Probe raw = eval.run([](const auto& xs) { return fmnist::ImageMatrix(xs); });
@@ -375,13 +462,15 @@ int run_main(const std::string& encoder, const std::string& out_dir, const fmnis
             title);
   const double out_seconds = since(t_out);
 
-  const double rest = train_seconds - tt.augment - tt.network() - tt.loss;
-  std::printf("\ntime: load %.1f s | training %.1f s = augment %.1f + forward %.1f + loss+gradient (library) %.1f"
-              " + backward %.1f + Adam %.1f + per-epoch diagnostics and rest %.1f | probes %.1f s | PCA + CSV %.1f s"
+  const double rest = train_seconds - tt.augment - tt.network() - tt.loss - tt.reduce;
+  char reduce[64] = "";
+  if (processes > 1) std::snprintf(reduce, sizeof reduce, " + all-reduce %.1f", tt.reduce);
+  std::printf("\ntime%s: load %.1f s | training %.1f s = augment %.1f + forward %.1f + loss+gradient (library) %.1f"
+              " + backward %.1f%s + Adam %.1f + per-epoch diagnostics and rest %.1f | probes %.1f s | PCA + CSV %.1f s"
               " | total %.1f s\n",
-              load_seconds, train_seconds, tt.augment, tt.forward, tt.loss, tt.backward, tt.update, rest, probe_seconds,
-              out_seconds, load_seconds + since(t_start));
-  std::printf("\nwrote %s/epochs.csv, steps.csv, embedding.csv, probes.csv; draw them (Debian: apt-get install python3-matplotlib):\n"
+              processes > 1 ? " (rank 0)" : "", load_seconds, train_seconds, tt.augment, tt.forward, tt.loss,
+              tt.backward, reduce, tt.update, rest, probe_seconds, out_seconds, load_seconds + since(t_start));
+  std::printf("\nwrote %s/epochs.csv, steps.csv, losses.csv, embedding.csv, probes.csv; draw them (Debian: apt-get install python3-matplotlib):\n"
               "  python3 examples/simclr_fashion_mnist/plot.py %s\n",
               out_dir.c_str(), out_dir.c_str());
   if (!(learned.logreg > rnd.logreg)) {
@@ -476,9 +565,8 @@ std::string exe_dir(const char* argv0) {
   return slash == std::string::npos ? "." : slash == 0 ? "/" : s.substr(0, slash);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int program(int argc, char** argv, const contrastive::ProcessGroup* group) {
+  const int processes = group ? group->size() : 1;
   const Args args(argc, argv);
   const std::string encoder = args.str("encoder", "cnn");
   if (encoder != "cnn" && encoder != "mlp") usage_error("unknown encoder '" + encoder + "' (cnn, mlp)");
@@ -514,17 +602,22 @@ int main(int argc, char** argv) {
   const long long study_samples = args.integer("study-samples", 120000, 256, 100000000);
   const std::string out_dir = args.str("out", exe_dir(argc > 0 ? argv[0] : nullptr));
   if (cfg.batch > subset) usage_error("--batch must not exceed --train-subset");
+  if (processes > 1 && study) usage_error("--study runs on one process (it is a grid of independent runs)");
+  if (cfg.batch < processes) usage_error("--batch must be at least the number of processes");
+  cfg.group = group;
   int cores = 1;
   double load = 0;
   const int free = free_cores(cores, load);
   const bool chosen = cfg.threads > 0;
-  if (!chosen) cfg.threads = free;
+  if (!chosen) cfg.threads = std::max(1, free / processes);
   Eigen::setNbThreads(cfg.threads);
 #ifdef _OPENMP
   omp_set_num_threads(cfg.threads);
 #endif
-  std::printf("threads: %d (%s; %d cores, 1-minute load average %.2f)\n", cfg.threads,
-              chosen ? "--threads" : "the cores not busy", cores, load);
+  if (g_rank == 0)
+    std::printf("threads: %d%s (%s; %d cores, 1-minute load average %.2f)\n", cfg.threads,
+                processes > 1 ? (" per process, " + std::to_string(processes) + " processes").c_str() : "",
+                chosen ? "--threads" : processes > 1 ? "the cores not busy, shared" : "the cores not busy", cores, load);
   cfg.samples = static_cast<long long>(epochs) * (subset / cfg.batch) * cfg.batch;
 
   try {
@@ -536,7 +629,43 @@ int main(int argc, char** argv) {
     return study ? run_study(encoder, train, test, cfg, eval, subset, seeds, study_samples)
                  : run_main(encoder, out_dir, train, test, cfg, eval, subset, epochs, load_seconds);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "simclr_fashion_mnist: %s\n", e.what());
+    if (processes == 1) {
+      std::fprintf(stderr, "simclr_fashion_mnist: %s\n", e.what());
+      return 1;
+    }
+    std::fprintf(stderr, "simclr_fashion_mnist (rank %d of %d): %s\n", g_rank, processes, e.what());
+#ifdef FMNIST_MPI
+    // The other processes may be waiting in a collective for this one.
+    MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
     return 1;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+#ifdef FMNIST_MPI
+  // Only the main thread calls MPI (the OpenMP threads compute).
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int status = 0;
+  {
+    const contrastive::mpi::ProcessGroup group(MPI_COMM_WORLD);
+    g_rank = group.rank();
+    try {
+      status = program(argc, argv, group.size() > 1 ? &group : nullptr);
+    } catch (const ExitRequest& e) {
+      status = e.code;
+    }
+  }
+  MPI_Finalize();
+  return status;
+#else
+  try {
+    return program(argc, argv, nullptr);
+  } catch (const ExitRequest& e) {
+    return e.code;
+  }
+#endif
 }

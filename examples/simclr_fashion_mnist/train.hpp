@@ -39,11 +39,17 @@ class Loss {
     return name == "ntxent" || name == "infonce" || name == "clip" || name == "dcl" || name == "dhel";
   }
 
-  /// Loss value; dL/dza, dL/dzb into ga, gb.
+  /// Loss value; dL/dza, dL/dzb into ga, gb.  With a process group, za and
+  /// zb are this process's rows of the global batch (all processes' rows in
+  /// rank order): the value is the global batch's and ga, gb the exact
+  /// gradient of the global loss with respect to this process's rows.
   template <typename A, typename B, typename GA, typename GB>
-  float operator()(const A& za, const B& zb, GA&& ga, GB&& gb, contrastive::Workspace<float>& ws) const {
-    return with_vrns_ ? with_vrns_->value_and_grad(za, zb, ga, gb, nullptr, ws)
-                      : base_.value_and_grad(za, zb, ga, gb, nullptr, ws);
+  float operator()(const A& za, const B& zb, GA&& ga, GB&& gb, contrastive::Workspace<float>& ws,
+                   const contrastive::ProcessGroup* group = nullptr) const {
+    contrastive::CallOptions<float> call;
+    call.process_group = group;
+    return with_vrns_ ? with_vrns_->value_and_grad(za, zb, ga, gb, nullptr, ws, call)
+                      : base_.value_and_grad(za, zb, ga, gb, nullptr, ws, call);
   }
   /// Loss value only.
   template <typename A, typename B>
@@ -81,6 +87,22 @@ struct TrainConfig {
   unsigned seed = 1;
   int threads = 0;           ///< engine threads (0 = OpenMP default)
   AugmentParams aug{};
+  /// Data-parallel training: the processes of this group share every batch
+  /// (see Shard); null = one process.  Every process of the group runs
+  /// train() with the same configuration.
+  const contrastive::ProcessGroup* group = nullptr;
+};
+
+/// The rows [first, first + count) of a global batch of m pairs that process
+/// `rank` of `size` holds: consecutive blocks in rank order, the first
+/// m % size processes one row more.
+struct Shard {
+  Eigen::Index first = 0, count = 0;
+  Shard(Eigen::Index m, int rank, int size) {
+    const Eigen::Index q = m / size, r = m % size, p = rank;
+    first = p * q + std::min(p, r);
+    count = q + (p < r ? 1 : 0);
+  }
 };
 
 /// The learning rate of step s (0-based) of `steps`.
@@ -99,6 +121,7 @@ struct TrainTimes {
   double loss = 0;      ///< inside the library's value_and_grad
   double backward = 0;  ///< backpropagation into the flat gradient
   double update = 0;    ///< the optimiser
+  double reduce = 0;    ///< the all-reduce of the parameter gradient (data-parallel runs)
   double network() const { return forward + backward + update; }
 };
 
@@ -110,8 +133,10 @@ struct TrainTimes {
 /// (one all-reduce of `net.grad`) is what the optimiser steps with.
 class Stepper {
  public:
+  /// With cfg.group, forward takes this process's share of the batch and the
+  /// loss and the gradient are those of the global batch.
   Stepper(Network<float>& net, const TrainConfig& cfg, long long dataset_size)
-      : net_(net), loss_(cfg.loss, cfg.tau, cfg.lambda, dataset_size, engine_options(cfg)),
+      : net_(net), group_(cfg.group), loss_(cfg.loss, cfg.tau, cfg.lambda, dataset_size, engine_options(cfg)),
         optim_(net.decay_mask(), cfg.sgd ? Optimizer<float>::Kind::SGD : Optimizer<float>::Kind::Adam,
                cfg.weight_decay) {}
 
@@ -123,13 +148,24 @@ class Stepper {
     const auto& z = cache_.a.back();
     const Eigen::Index m = z.rows() / 2;
     dz_.resize(z.rows(), z.cols());
-    return loss_(z.topRows(m), z.bottomRows(m), dz_.topRows(m), dz_.bottomRows(m), ws_);
+    return loss_(z.topRows(m), z.bottomRows(m), dz_.topRows(m), dz_.bottomRows(m), ws_, group_);
   }
 
   /// dL/dparams of this step into the flat vector net.grad (overwritten).
+  /// With a process group: the part that flows through this process's rows.
   void backward() {
     net_.grad.setZero();
     net_.backward(cache_, dz_);
+  }
+
+  /// With a process group of more than one process: net.grad becomes the sum
+  /// over the processes of their parts, the gradient of the global loss (one
+  /// MPI_Allreduce; the loss is already the mean over the global batch and
+  /// dz its exact gradient, so the sum needs no 1/world-size factor).  Every
+  /// process then holds the same gradient and makes the same update.
+  void all_reduce() {
+    if (group_ && group_->size() > 1)
+      group_->all_reduce(net_.grad.data(), static_cast<std::size_t>(net_.grad.size()), contrastive::ProcessGroup::Op::Sum);
   }
 
   /// The optimiser step from net.grad.
@@ -145,14 +181,16 @@ class Stepper {
     const auto t2 = clock::now();
     backward();
     const auto t3 = clock::now();
-    // A data-parallel trainer all-reduces (sums) net.grad here.
+    all_reduce();
+    const auto t3r = clock::now();
     update(lr);
     const auto t4 = clock::now();
     const auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
     t.forward += secs(t0, t1);
     t.loss += secs(t1, t2);
     t.backward += secs(t2, t3);
-    t.update += secs(t3, t4);
+    t.reduce += secs(t3, t3r);
+    t.update += secs(t3r, t4);
     return l;
   }
 
@@ -165,6 +203,7 @@ class Stepper {
     return o;
   }
   Network<float>& net_;
+  const contrastive::ProcessGroup* group_;
   Loss loss_;
   Optimizer<float> optim_;
   contrastive::Workspace<float> ws_;
@@ -190,6 +229,16 @@ struct EpochReport {
 /// Trains `net` on the rows of x; calls on_step after every step and
 /// on_epoch after each pass over the data (and after the last step).
 /// Returns the time breakdown; the loss of every step goes to *step_losses if given.
+///
+/// With cfg.group every process of the group calls train() with the same
+/// x, cfg and initial net.  Every process shuffles the whole training set
+/// with the shared seed and so knows the whole batch, but makes the views
+/// and runs the network only for its Shard of it; the views of a sample
+/// depend on its place in the global batch, not on the process (make_views),
+/// so the global batch of each step -- images and augmentations -- is that
+/// of the one-process run with the same seed, and so are the loss and the
+/// gradient up to the order of floating-point sums.  The reported losses
+/// and sample counts are those of the global batch.
 inline TrainTimes train(Network<float>& net, const ImageMatrix& x, const TrainConfig& cfg,
                         const std::function<void(const EpochReport&)>& on_epoch = {},
                         std::vector<double>* step_losses = nullptr,
@@ -198,9 +247,12 @@ inline TrainTimes train(Network<float>& net, const ImageMatrix& x, const TrainCo
   const auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
   const Eigen::Index n = x.rows(), m = cfg.batch;
   if (m < 2 || m > n) throw std::invalid_argument("batch must be in [2, number of training images]");
+  const int rank = cfg.group ? cfg.group->rank() : 0, size = cfg.group ? cfg.group->size() : 1;
+  if (m < size) throw std::invalid_argument("batch must be at least the number of processes");
+  const Shard mine(m, rank, size);
   Stepper stepper(net, cfg, static_cast<long long>(n));
   ImageMatrix views;
-  std::vector<Eigen::Index> perm(static_cast<std::size_t>(n)), idx(static_cast<std::size_t>(m));
+  std::vector<Eigen::Index> perm(static_cast<std::size_t>(n)), idx(static_cast<std::size_t>(mine.count));
   std::iota(perm.begin(), perm.end(), Eigen::Index{0});
   std::mt19937 shuffler(cfg.seed);
 
@@ -212,9 +264,9 @@ inline TrainTimes train(Network<float>& net, const ImageMatrix& x, const TrainCo
   for (long long s = 0; s < steps; ++s) {
     const long long pos = s % steps_per_epoch;
     if (pos == 0) std::shuffle(perm.begin(), perm.end(), shuffler);
-    std::copy_n(perm.begin() + pos * m, m, idx.begin());
+    std::copy_n(perm.begin() + pos * m + mine.first, mine.count, idx.begin());
     const auto t0 = clock::now();
-    make_views(x, idx, cfg.aug, cfg.seed, static_cast<std::uint64_t>(s), views);
+    make_views(x, idx, cfg.aug, cfg.seed, static_cast<std::uint64_t>(s), views, mine.first);
     t.augment += secs(t0, clock::now());
     const float l = stepper.step(views, learning_rate(cfg, s, steps), t);
     sum += l;
