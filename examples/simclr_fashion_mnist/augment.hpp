@@ -96,19 +96,23 @@ inline void augment(const float* src, float* dst, const AugmentParams& p, std::m
 /// Two views of the images x.row(idx[i]) (i < m) into the rows of
 /// out.topRows(m) and out.bottomRows(m) (out is 2m x pixels, row-major).
 /// The views of sample i are drawn from a generator seeded with
-/// (seed, stream, i), so they do not depend on the number of threads.
+/// (seed, stream, first + i), so they do not depend on the number of
+/// threads, and a process that holds rows [first, first + m) of a larger
+/// batch makes exactly the views the whole batch would have there.
 template <typename RowMajorMatrix, typename Index>
 void make_views(const RowMajorMatrix& x, const std::vector<Index>& idx, const AugmentParams& p, std::uint64_t seed,
-                std::uint64_t stream, RowMajorMatrix& out) {
+                std::uint64_t stream, RowMajorMatrix& out, Eigen::Index first = 0) {
   const auto m = static_cast<Eigen::Index>(idx.size());
   out.resize(2 * m, x.cols());
+  const bool threaded = m >= 32;  // below, waking threads costs more than the views
+  (void)threaded;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threaded)
 #endif
   for (Eigen::Index i = 0; i < m; ++i) {
     std::seed_seq seq{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
                       static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32),
-                      static_cast<std::uint32_t>(i)};
+                      static_cast<std::uint32_t>(first + i)};
     std::mt19937 rng(seq);
     const float* src = x.row(static_cast<Eigen::Index>(idx[static_cast<std::size_t>(i)])).data();
     augment(src, out.row(i).data(), p, rng);
