@@ -6,6 +6,13 @@
 //     ntxent         NT-Xent, tau = 0.2 (the reference row)
 //     alignment      Alignment, alpha = 2 (O(n d), no tile)
 //     uniformity     Uniformity, t = 2 (the within-view tiles, half of NT-Xent's)
+//     clip           CLIP, tau = 0.2 (the reference of the one-block losses)
+//     debiased       Debiased NT-Xent, tau+ = 0.1, beta = 1
+//     multipos_sum   MultiPositive (Sum form) on NT-Xent, ids in groups of 4
+//     multipos_mean  MultiPositive (Mean form), the same ids
+//     dclw           DCLW, sigma = 0.5
+//     smooth_clip    CLIP with label smoothing 0.1
+//     supcon_one     SupConOneView on za with 10 labels (one view: n rows)
 //   lib/keys_<form>/grad/<float|double>/n/M/d
 //     InfoNCEWithNegatives, M = 2n - 2 shared keys (NT-Xent's negatives per
 //     anchor), tau = 0.2, with dL/dkeys; form plain, debiased (tau+ = 0.1),
@@ -15,6 +22,7 @@
 #include <benchmark/benchmark.h>
 
 #include <string>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -29,7 +37,7 @@ namespace {
 template <typename S>
 using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
 
-enum class Loss { NTXent, Alignment, Uniformity };
+enum class Loss { NTXent, Alignment, Uniformity, CLIP, Debiased, MultiPosSum, MultiPosMean, DCLW, SmoothCLIP, SupConOne };
 
 contrastive::EngineOptions one_thread() {
   contrastive::EngineOptions o;
@@ -45,6 +53,30 @@ void bm_pair(benchmark::State& state, Loss which) {
   const contrastive::NTXent<S> ntxent(0.2, one_thread());
   const contrastive::Alignment<S> align({2.0}, one_thread());
   const contrastive::Uniformity<S> unif({2.0}, one_thread());
+  const contrastive::CLIP<S> clip(0.2, one_thread());
+  contrastive::DebiasedParams dp;
+  dp.family = contrastive::NTXent<S>(0.2).params();
+  dp.tau_plus = 0.1;
+  dp.beta = 1.0;
+  const contrastive::Debiased<S> debiased(dp, one_thread());
+  contrastive::MultiPositiveParams mp;
+  mp.family = contrastive::NTXent<S>(0.2).params();
+  mp.form = contrastive::PositivesForm::Sum;
+  const contrastive::MultiPositive<S> mpos_sum(mp, one_thread());
+  mp.form = contrastive::PositivesForm::Mean;
+  const contrastive::MultiPositive<S> mpos_mean(mp, one_thread());
+  const contrastive::DCLW<S> dclw(0.2, 0.5, one_thread());
+  auto sp = contrastive::CLIP<S>(0.2).params();
+  sp.label_smoothing = 0.1;
+  const contrastive::InfoNCEFamily<S> smooth(sp, one_thread());
+  const contrastive::SupConOneView<S> supcon_one(0.2, one_thread());
+  std::vector<Eigen::Index> ids(static_cast<std::size_t>(n)), labels(static_cast<std::size_t>(n));
+  for (Eigen::Index i = 0; i < n; ++i) {
+    ids[static_cast<std::size_t>(i)] = i / 4;
+    labels[static_cast<std::size_t>(i)] = i % 10;
+  }
+  const auto with_ids = contrastive::CallOptions<S>{}.with_ids(ids);
+  const auto with_labels = contrastive::CallOptions<S>{}.with_labels(labels);
   contrastive::Workspace<S> ws;
   Mat<S> ga(n, d), gb(n, d);
   S g = 0;
@@ -54,6 +86,13 @@ void bm_pair(benchmark::State& state, Loss which) {
       case Loss::NTXent: v = ntxent.value_and_grad(za, zb, ga, gb, &g, ws); break;
       case Loss::Alignment: v = align.value_and_grad(za, zb, ga, gb, &g, ws); break;
       case Loss::Uniformity: v = unif.value_and_grad(za, zb, ga, gb, &g, ws); break;
+      case Loss::CLIP: v = clip.value_and_grad(za, zb, ga, gb, &g, ws); break;
+      case Loss::Debiased: v = debiased.value_and_grad(za, zb, ga, gb, &g, ws); break;
+      case Loss::MultiPosSum: v = mpos_sum.value_and_grad(za, zb, ga, gb, &g, ws, with_ids); break;
+      case Loss::MultiPosMean: v = mpos_mean.value_and_grad(za, zb, ga, gb, &g, ws, with_ids); break;
+      case Loss::DCLW: v = dclw.value_and_grad(za, zb, ga, gb, &g, ws); break;
+      case Loss::SmoothCLIP: v = smooth.value_and_grad(za, zb, ga, gb, &g, ws); break;
+      case Loss::SupConOne: v = supcon_one.value_and_grad(za, ga, &g, ws, with_labels); break;
     }
     benchmark::DoNotOptimize(v);
     benchmark::ClobberMemory();
@@ -80,7 +119,10 @@ void bm_keys(benchmark::State& state, double tau_plus, double beta) {
 template <typename S>
 void register_all(const char* sname) {
   const std::pair<Loss, const char*> pairs[] = {
-      {Loss::NTXent, "ntxent"}, {Loss::Alignment, "alignment"}, {Loss::Uniformity, "uniformity"}};
+      {Loss::NTXent, "ntxent"},          {Loss::Alignment, "alignment"},        {Loss::Uniformity, "uniformity"},
+      {Loss::CLIP, "clip"},              {Loss::Debiased, "debiased"},          {Loss::MultiPosSum, "multipos_sum"},
+      {Loss::MultiPosMean, "multipos_mean"}, {Loss::DCLW, "dclw"},              {Loss::SmoothCLIP, "smooth_clip"},
+      {Loss::SupConOne, "supcon_one"}};
   for (const auto& p : pairs)
     benchmark::RegisterBenchmark((std::string("lib/") + p.second + "/grad/" + sname).c_str(), bm_pair<S>, p.first)
         ->Args({1024, 128})

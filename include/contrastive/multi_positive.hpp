@@ -24,6 +24,7 @@
 // are few: an exp each), and takes their share out of the gradient tile.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -87,6 +88,13 @@ class MultiPositiveKernel : public InfoNCEKernel<S> {
       cls_[static_cast<std::size_t>(i)] = index.emplace(ids[i], static_cast<Eigen::Index>(index.size())).first->second;
     cnt_.assign(index.size(), 0.0);
     for (Eigen::Index c : cls_) cnt_[static_cast<std::size_t>(c)] += 1.0;
+    // The instances of each class in increasing order (CSR), so a tile
+    // visits its same-id pairs only, not all of its elements.
+    first_.assign(index.size() + 1, 0);
+    for (std::size_t c = 0; c < index.size(); ++c) first_[c + 1] = first_[c] + static_cast<std::size_t>(cnt_[c]);
+    members_.resize(static_cast<std::size_t>(n));
+    std::vector<std::size_t> fill(first_.begin(), first_.end() - 1);
+    for (Eigen::Index i = 0; i < n; ++i) members_[fill[static_cast<std::size_t>(cls_[static_cast<std::size_t>(i)])]++] = i;
   }
 
   int stat_count() const { return sum_ ? 4 : 2; }  // + the same-id pairs' sum and centred sum
@@ -106,9 +114,7 @@ class MultiPositiveKernel : public InfoNCEKernel<S> {
     // chunk's diagonal are not terms of the tile).
     const bool fast = this->fixed_shift();
     const S sigma = this->inverse_temperature();
-    for (Eigen::Index j = 0; j < t.nc; ++j)
-      for (Eigen::Index i = 0; i < t.nr; ++i) {
-        if (cls(t.r0 + i) != cls(t.c0 + j) || (t.same_chunk && i == j)) continue;
+    same_id_pairs(t, [&](Eigen::Index i, Eigen::Index j) {
         S x, e_row, e_col;
         if (fast) {
           const bool exp_kept = keep;  // the kernel kept E = e^{x - sigma} in the tile
@@ -128,7 +134,7 @@ class MultiPositiveKernel : public InfoNCEKernel<S> {
           out.cols(j, 2) += e_col;
           out.cols(j, 3) += e_col * (x - cs.pos[t.c0 + j]);
         }
-      }
+      });
   }
 
   double finish(const RowMatrix<S>& W, const RowStats<S>& st, CallStats<S>& cs) const {
@@ -170,16 +176,14 @@ class MultiPositiveKernel : public InfoNCEKernel<S> {
     const bool fast = this->fixed_shift();
     const S sigma = this->inverse_temperature(), inv_tau = this->inverse_temperature();
     const bool rows = is_anchor(t.view_r), cols = is_anchor(t.view_c) && !t.diagonal();
-    for (Eigen::Index j = 0; j < t.nc; ++j)
-      for (Eigen::Index i = 0; i < t.nr; ++i) {
-        if (cls(t.r0 + i) != cls(t.c0 + j) || (t.same_chunk && i == j)) continue;
+    same_id_pairs(t, [&](Eigen::Index i, Eigen::Index j) {
         const S x = (fast && kept) ? sigma + std::log(P(i, j)) : P(i, j);
         S h = 0;
         if (rows) h += static_cast<S>(anchor_coef(t.r0 + i)) * inv_tau * std::exp(x - static_cast<S>(lse_pos_[t.r0 + i]));
         if (cols || t.diagonal())
           h += static_cast<S>(anchor_coef(t.c0 + j)) * inv_tau * std::exp(x - static_cast<S>(lse_pos_[t.c0 + j]));
         corr.emplace_back(i, j, h);
-      }
+      });
     Base::pass2(P, t, kept, cs, sums, sl);
     for (const auto& c : corr) P(std::get<0>(c), std::get<1>(c)) -= std::get<2>(c);
     return true;
@@ -222,6 +226,23 @@ class MultiPositiveKernel : public InfoNCEKernel<S> {
   }
 
  private:
+  /// Calls f(i, j) for every element (i, j) of the tile whose row and
+  /// column have the same id (the pairs of a chunk's diagonal excluded), row
+  /// by row, the columns of a row in increasing order: O(rows + pairs).
+  template <typename F>
+  void same_id_pairs(const Tile& t, F&& f) const {
+    const Eigen::Index n = this->instances(), c0 = t.c0 % n;
+    for (Eigen::Index i = 0; i < t.nr; ++i) {
+      const std::size_t c = static_cast<std::size_t>(cls(t.r0 + i));
+      const auto b = members_.begin() + static_cast<std::ptrdiff_t>(first_[c]);
+      const auto e = members_.begin() + static_cast<std::ptrdiff_t>(first_[c + 1]);
+      for (auto it = std::lower_bound(b, e, c0); it != e && *it < c0 + t.nc; ++it) {
+        const Eigen::Index j = *it - c0;
+        if (!(t.same_chunk && i == j)) f(i, j);
+      }
+    }
+  }
+
   Eigen::Index cls(Eigen::Index r) const { return cls_[static_cast<std::size_t>(r % this->instances())]; }
   double positives(Eigen::Index r) const {
     const double cnt = cnt_[static_cast<std::size_t>(cls(r))];
@@ -248,6 +269,8 @@ class MultiPositiveKernel : public InfoNCEKernel<S> {
   bool sum_;
   std::vector<Eigen::Index> cls_;
   std::vector<double> cnt_;
+  std::vector<std::size_t> first_;     // class c's instances: members_[first_[c] .. first_[c + 1])
+  std::vector<Eigen::Index> members_;
   mutable Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> csum_, q_;
   mutable Eigen::ArrayXd lse_pos_;
 };
