@@ -2,7 +2,7 @@
 """Markdown table of the library against its limit, from bench_losses' JSON.
 
     ./build-bench/bench/bench_losses --benchmark_format=json --benchmark_min_time=0.2 \
-        --benchmark_filter='^rate/float/2048/|^(lib|naive|naive_min)/ntxent/grad/float/1024/128/' > out.json
+        --benchmark_filter='^rate/float/[0-9]+/threads:1/|^(lib|naive|naive_min)/ntxent/grad/float/1024/128/threads:1/' > out.json
     python3 bench/report.py out.json [more.json ...]
 
 The limit of a case is its minimal GEMM work (counter min_GFLOP; NT-Xent/DCL
