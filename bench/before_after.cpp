@@ -2,7 +2,8 @@
 // comparing two versions of the headers: bench/before_after.sh compiles this
 // one file against each version's include/ and runs the two programs in
 // alternation.  Only the public API both versions share is used (the presets
-// with (tau, EngineOptions), value / value_and_grad with a Workspace).
+// with (tau, EngineOptions), value / value_and_grad with a Workspace) and
+// bench/inputs.hpp, which needs only Eigen.
 //
 //   before_after [threads=1] [min_seconds=0.1]
 // prints one line per case: <loss>/<grad|value>/<scalar>/n/d/threads:T <ms> <value>
@@ -17,27 +18,18 @@
 #include <cstdlib>
 #include <vector>
 
+#include "inputs.hpp"  // deterministic_input: Eigen only, no project header
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// bench_common.hpp's deterministic_input, repeated here so that this file
-// needs nothing from the version under test but its public headers.
-template <typename S>
-Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> input(Eigen::Index n, Eigen::Index d, int view) {
-  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> z(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j)
-      z(i, j) = static_cast<S>(std::sin(0.37 * static_cast<double>(i * d + j) + 1.1 * view) * (1.0 + static_cast<double>(i % 7)));
-  return z;
-}
 
 template <typename Loss, typename S>
 void run(const char* name, Eigen::Index n, Eigen::Index d, int threads, bool grad, double min_seconds) {
   contrastive::EngineOptions options;
   options.num_threads = threads;
   const Loss loss(0.2, options);
-  const auto za = input<S>(n, d, 0), zb = input<S>(n, d, 1);
+  const auto za = contrastive_bench::deterministic_input<S>(n, d, 0), zb = contrastive_bench::deterministic_input<S>(n, d, 1);
   Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> ga(n, d), gb(n, d);
   contrastive::Workspace<S> ws;
   S gt = 0, v = 0;

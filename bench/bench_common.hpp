@@ -24,6 +24,7 @@
 #include <contrastive/contrastive.hpp>
 
 #include "../tests/support.hpp"
+#include "inputs.hpp"
 
 namespace contrastive_bench {
 
@@ -45,17 +46,6 @@ contrastive::InfoNCEFamily<S> make_loss(Preset p, const contrastive::EngineOptio
 }
 
 inline contrastive::InfoNCEFamilyParams preset_params(Preset p) { return make_loss<double>(p).params(); }
-
-/// Inputs both the C++ benchmarks and bench/torch_compare.py build:
-/// z(i, j) = sin(0.37 (i d + j) + 1.1 view) * (1 + (i mod 7)).
-template <typename S>
-Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> deterministic_input(Eigen::Index n, Eigen::Index d, int view) {
-  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> z(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j)
-      z(i, j) = static_cast<S>(std::sin(0.37 * static_cast<double>(i * d + j) + 1.1 * view) * (1.0 + static_cast<double>(i % 7)));
-  return z;
-}
 
 /// Multiply-adds of the GEMMs the loss cannot avoid: the similarity blocks it
 /// needs (half of a symmetric block) and, with the gradient, one product per

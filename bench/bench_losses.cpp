@@ -90,9 +90,10 @@ void bm_naive(benchmark::State& state, Preset p, bool grad) {
   Mat<S> ga(n, d), gb(n, d);
   const EigenThreads eigen(threads_arg(state));
   const double rss0 = case_baseline_mib(case_key(state, std::string("naive/") + preset_name(p) + (grad ? "/g/" : "/v/") + typeid(S).name()));
-  benchmark::DoNotOptimize(naive_loss<S>(p, za, zb, grad ? &ga : nullptr, grad ? &gb : nullptr));  // warm-up
+  const auto call = [&] { return naive_loss<S>(p, za, zb, grad ? &ga : nullptr, grad ? &gb : nullptr); };
+  benchmark::DoNotOptimize(call());  // warm-up
   for (auto _ : state) {
-    S v = naive_loss<S>(p, za, zb, grad ? &ga : nullptr, grad ? &gb : nullptr);
+    S v = call();
     benchmark::DoNotOptimize(v);
     benchmark::ClobberMemory();
   }
@@ -108,9 +109,10 @@ void bm_naive_min(benchmark::State& state, Preset p, bool grad) {
   const EigenThreads eigen(threads_arg(state));
   NaiveMinimal<S> impl(p, threads_arg(state));
   const double rss0 = case_baseline_mib(case_key(state, std::string("naive_min/") + preset_name(p) + (grad ? "/g/" : "/v/") + typeid(S).name()));
-  benchmark::DoNotOptimize(impl.run(za, zb, grad ? &ga : nullptr, grad ? &gb : nullptr));  // warm-up
+  const auto call = [&] { return impl.run(za, zb, grad ? &ga : nullptr, grad ? &gb : nullptr); };
+  benchmark::DoNotOptimize(call());  // warm-up
   for (auto _ : state) {
-    S v = impl.run(za, zb, grad ? &ga : nullptr, grad ? &gb : nullptr);
+    S v = call();
     benchmark::DoNotOptimize(v);
     benchmark::ClobberMemory();
   }

@@ -286,7 +286,7 @@ PLAIN = {"ntxent": plain_ntxent, "dcl": plain_dcl, "dhel": plain_dhel, "clip": p
 
 
 def inputs(n, d, view):
-    """Same formula as bench_common.hpp's deterministic_input."""
+    """Same formula as bench/inputs.hpp's deterministic_input."""
     import torch
     k = torch.arange(n * d, dtype=torch.float64).reshape(n, d)
     i = torch.arange(n, dtype=torch.float64).reshape(n, 1)
