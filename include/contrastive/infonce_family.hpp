@@ -143,6 +143,12 @@ class InfoNCEKernel {
     fast_ = 2.0 / p.temperature - std::log(smallest) <= fixed_shift_range<S>();
   }
 
+  /// The engine's optional lower_diagonal: a value pass (no tile kept) on
+  /// the fixed shift without instance ids reads a diagonal tile's strictly
+  /// lower triangle only, half its exponentials.  (A kept tile is turned
+  /// into E whole, which pass 2 multiplies as it is.)
+  bool lower_diagonal(bool keep) const { return fast_ && !keep && ids_ == nullptr; }
+
   bool visits(int vr, int vc) const {
     if (vr != vc) return c1_;
     return c2_ && is_anchor(vr);
@@ -171,7 +177,24 @@ class InfoNCEKernel {
     if (rows) out.rows.setZero();
     if (cols) out.cols.setZero();
     const auto xp = cs.pos.segment(t.r0, t.nr);
-    if (fast_) {
+    if (fast_ && t.diagonal() && lower_diagonal(keep)) {
+      // A diagonal tile is symmetric and its diagonal masked: each E_ij of
+      // the strictly lower triangle is a term of anchor i and of anchor j.
+      auto rs = out.rows.col(0);
+      auto rt = out.rows.col(1);
+      for (Eigen::Index j = 0; j + 1 < t.nc; ++j) {
+        const Eigen::Index len = t.nr - j - 1;
+        const auto x = X.col(j).tail(len);
+        auto e = sl.v.head(len);
+        e = (x - inv_tau_).exp();
+        rs.tail(len) += e;
+        rs[j] += e.sum();
+        if (dtau_) {
+          rt.tail(len) += e * (x - xp.tail(len));
+          rt[j] += (e * (x - xp[j])).sum();
+        }
+      }
+    } else if (fast_) {
       auto rs = out.rows.col(0);
       auto rt = out.rows.col(1);
       auto e = sl.v.head(t.nr);

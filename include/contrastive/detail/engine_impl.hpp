@@ -234,6 +234,15 @@ inline void make_eigen_serial() {
 //   void   pair_terms(const RowMatrix<S>& W, const CallStats<S>& cs, RowMatrix<S>& dW,
 //                     Eigen::Index i0, Eigen::Index i1) const;
 //            the O(n d) pair contributions (positives) of instances [i0, i1)
+//
+// Optional:
+//
+//   bool   lower_diagonal(bool keep) const;
+//            true: pass1 (called with this `keep`) reads only the strictly
+//            lower triangle (i > j) of a diagonal tile, so the engine need
+//            not mirror the upper one.  Declared by the kernel class itself:
+//            a kernel deriving from one that declares it does not inherit it
+//            (its own pass1 may read the whole tile).
 
 /// A kernel's view of one tile's statistics in pass 1.
 template <typename S>
@@ -300,7 +309,23 @@ struct has_pair_terms<K, S,
                       void_t<decltype(std::declval<const K&>().pair_terms(
                           std::declval<const RowMatrix<S>&>(), std::declval<const CallStats<S>&>(),
                           std::declval<RowMatrix<S>&>(), Eigen::Index(0), Eigen::Index(0)))>> : std::true_type {};
+
+/// K declares lower_diagonal(bool) itself (not inherited from a base kernel).
+template <typename K, typename = void>
+struct has_lower_diagonal : std::false_type {};
+template <typename K>
+struct has_lower_diagonal<K, std::enable_if_t<std::is_same<decltype(&K::lower_diagonal), bool (K::*)(bool) const>::value>>
+    : std::true_type {};
 }  // namespace contract
+
+/// Whether the kernel's pass1 with `keep` reads only the lower triangle of a diagonal tile.
+template <typename K>
+bool lower_diagonal(const K& kernel, bool keep) {
+  if constexpr (contract::has_lower_diagonal<K>::value) return kernel.lower_diagonal(keep);
+  (void)kernel;
+  (void)keep;
+  return false;
+}
 
 /// True when K meets the kernel contract for scalar S.
 template <typename K, typename S>
@@ -362,6 +387,11 @@ struct Distribution {
   std::vector<long long> rows;
   bool active() const { return group != nullptr && procs > 1; }
 };
+
+/// Column strips of a diagonal tile's lower block triangle, and their
+/// narrowest width (Engine::similarity_tile).
+constexpr Eigen::Index kDiagStrips = 4;
+constexpr Eigen::Index kDiagStripMin = 32;
 
 /// The largest number of tiles one call may use (tile_size too small for n).
 constexpr std::size_t kMaxTiles = std::size_t(1) << 26;
@@ -594,10 +624,36 @@ class Engine {
     return out;
   }
 
+  /// X = logit_scale * W_I W_J^T.  A diagonal tile (I == J, one view) is
+  /// symmetric: its lower block triangle is formed in kDiagStrips column
+  /// strips (strip k: rows [k h, nr) x columns [k h, (k + 1) h)) and the
+  /// upper one mirrored from it (not with `lower`: the kernel reads only the
+  /// lower triangle), (s + 1) / (2 s) of the square's multiply-adds for s
+  /// strips.
   template <typename Kernel>
-  static void similarity_tile(const Kernel& kernel, const Buffers<S>& b, const Tile& tile, TileRef<S>& X) {
+  static void similarity_tile(const Kernel& kernel, const Buffers<S>& b, const Tile& tile, TileRef<S>& X,
+                              bool lower = false) {
     const S scale = kernel.logit_scale();
-    X.matrix().noalias() = (scale * b.w.middleRows(tile.r0, tile.nr)) * b.w.middleRows(tile.c0, tile.nc).transpose();
+    const auto wr = b.w.middleRows(tile.r0, tile.nr);
+    const Eigen::Index h = diagonal_strip(tile);
+    if (h == 0) {
+      X.matrix().noalias() = (scale * wr) * b.w.middleRows(tile.c0, tile.nc).transpose();
+      return;
+    }
+    for (Eigen::Index c0 = 0; c0 < tile.nr; c0 += h) {
+      const Eigen::Index cw = std::min(h, tile.nr - c0), rest = tile.nr - c0;
+      X.matrix().block(c0, c0, rest, cw).noalias() = (scale * wr.middleRows(c0, rest)) * wr.middleRows(c0, cw).transpose();
+      if (c0 > 0 && !lower) X.block(0, c0, c0, cw) = X.block(c0, 0, cw, c0).transpose();
+    }
+  }
+
+  /// The strip width of a diagonal tile's lower block triangle (0: the tile
+  /// is formed whole).  Strips narrower than kDiagStripMin rows run Eigen's
+  /// GEMM below its efficient shapes.
+  static Eigen::Index diagonal_strip(const Tile& tile) {
+    if (!tile.diagonal() || tile.nr < 2 * kDiagStripMin) return 0;
+    const Eigen::Index h = (tile.nr + kDiagStrips - 1) / kDiagStrips;
+    return std::max(kDiagStripMin, (h + 15) / 16 * 16);
   }
 
   /// Pass 1: every tile once; the kernel's statistics merged per row in a
@@ -623,7 +679,7 @@ class Engine {
           const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
           const Tile& tile = b.tiles[t];
           TileRef<S> X = (p.cache || p.cache_scratch) ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
-          similarity_tile(kernel, b, tile, X);
+          similarity_tile(kernel, b, tile, X, lower_diagonal(kernel, p.cache));
           TileOut<S> out = tile_out(b.tile_stats, tile.slot * p.chunk, tile, b.tile_sums[t]);
           kernel.pass1(X, tile, b.cs, out, p.cache, sl);
           flags[t] = static_cast<unsigned char>((out.has_rows ? 1 : 0) | (out.has_cols ? 2 : 0));
@@ -669,7 +725,7 @@ class Engine {
           const auto t = static_cast<std::size_t>(ti);
           const Tile& tile = b.tiles[t];
           TileRef<S> X(sl.x.topLeftCorner(tile.nr, tile.nc));
-          similarity_tile(kernel, b, tile, X);
+          similarity_tile(kernel, b, tile, X, lower_diagonal(kernel, false));
           TileOut<S> out = tile_out(sl.ts, 0, tile, b.tile_sums[t]);
           kernel.pass1(X, tile, b.cs, out, false, sl);
           if (out.has_rows)
