@@ -11,6 +11,10 @@
 # prints per case the minimum over rounds of each program's median time and
 # their ratio, and checks the two versions' loss values agree to 1e-4
 # relative.
+# With CASES="<substring> ..." each round runs each named case in a process
+# of its own (a training program's first calls: nothing before them has
+# raised glibc's mmap threshold), e.g.
+#   CASES="ntxent/grad/float/1024/256 ntxent/grad/double/1024/128" bash bench/before_after.sh HEAD~1
 # The issue-14 table in bench/README.md: bash bench/before_after.sh 239106d^ HEAD 1 6
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -34,8 +38,17 @@ build before "$before" &
 build after "$after"
 wait
 for r in $(seq "$rounds"); do
-  OMP_NUM_THREADS="$threads" "$tmp/before.bin" "$threads" > "$tmp/before.$r"
-  OMP_NUM_THREADS="$threads" "$tmp/after.bin" "$threads" > "$tmp/after.$r"
+  if [ -z "${CASES:-}" ]; then
+    OMP_NUM_THREADS="$threads" "$tmp/before.bin" "$threads" > "$tmp/before.$r"
+    OMP_NUM_THREADS="$threads" "$tmp/after.bin" "$threads" > "$tmp/after.$r"
+  else
+    : > "$tmp/before.$r"
+    : > "$tmp/after.$r"
+    for c in $CASES; do
+      OMP_NUM_THREADS="$threads" "$tmp/before.bin" "$threads" 0.1 "$c" >> "$tmp/before.$r"
+      OMP_NUM_THREADS="$threads" "$tmp/after.bin" "$threads" 0.1 "$c" >> "$tmp/after.$r"
+    done
+  fi
 done
 python3 - "$tmp" "$rounds" "$before" "${after:-work tree}" <<'PY'
 import sys

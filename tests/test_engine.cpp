@@ -1,6 +1,10 @@
 // The engine: tiling, streaming, threads, workspace reuse, float range.
 #include <catch2/catch.hpp>
 
+#include <limits>
+#include <tuple>
+#include <type_traits>
+
 #include "support.hpp"
 
 using namespace testing;
@@ -77,6 +81,89 @@ TEST_CASE("diagonal tiles formed in strips and mirrored agree with whole tiles",
   }
 }
 
+namespace {
+
+// c += alpha a b through one GemmSpace (buffers kept between products) and
+// through Eigen's public product, for a, b and c as blocks of larger row- or
+// column-major matrices (outer strides not equal to their extents), a and b
+// also as transposed views; everything outside c's block stays as it was.
+template <typename S>
+void check_gemm_space(contrastive::detail::GemmSpace<S>& g, Eigen::Index m, Eigen::Index n, Eigen::Index k,
+                      std::mt19937_64& rng, double tol) {
+  using Col = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using Row = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  const auto fill = [&](auto& x) {
+    for (Eigen::Index j = 0; j < x.cols(); ++j)
+      for (Eigen::Index i = 0; i < x.rows(); ++i) x(i, j) = static_cast<S>(u(rng));
+  };
+  // Operands with 3 spare rows and columns around the block at (1, 2).
+  Col ac(m + 3, k + 3), bc(k + 3, n + 3), atc(k + 3, m + 3), btc(n + 3, k + 3), cc(m + 3, n + 3);
+  Row ar(m + 3, k + 3), br(k + 3, n + 3), atr(k + 3, m + 3), btr(n + 3, k + 3), cr(m + 3, n + 3);
+  for (auto* x : {&ac, &bc, &atc, &btc, &cc}) fill(*x);
+  for (auto* x : {&ar, &br, &atr, &btr, &cr}) fill(*x);
+  const S alpha = S(0.75);
+  const auto run = [&](auto& c, const auto& a, const auto& b) {
+    INFO("m " << m << " n " << n << " k " << k << " c row-major " << bool(std::decay<decltype(c)>::type::IsRowMajor));
+    auto expected = c;
+    contrastive::detail::gemm_add_public(expected.block(1, 2, m, n), a, b, alpha);
+    auto got = c;
+    g.add(got.block(1, 2, m, n), a, b, alpha);
+    CHECK(near(got, expected, tol));
+    // assign overwrites (NaN in c's block must not survive).
+    got.block(1, 2, m, n).setConstant(std::numeric_limits<S>::quiet_NaN());
+    g.assign(got.block(1, 2, m, n), a, b, alpha);
+    auto zero = c;
+    zero.block(1, 2, m, n).setZero();
+    contrastive::detail::gemm_add_public(zero.block(1, 2, m, n), a, b, alpha);
+    CHECK(near(got, zero, tol));
+  };
+  const auto as = std::make_tuple(ac.block(1, 2, m, k), ar.block(1, 2, m, k), atc.block(2, 1, k, m).transpose(),
+                                  atr.block(2, 1, k, m).transpose());
+  const auto bs = std::make_tuple(bc.block(1, 2, k, n), br.block(1, 2, k, n), btc.block(2, 1, n, k).transpose(),
+                                  btr.block(2, 1, n, k).transpose());
+  const auto each_b = [&](const auto& a) {
+    run(cc, a, std::get<0>(bs));
+    run(cc, a, std::get<1>(bs));
+    run(cr, a, std::get<2>(bs));
+    run(cr, a, std::get<3>(bs));
+    run(cr, a, std::get<0>(bs));
+    run(cc, a, std::get<3>(bs));
+  };
+  each_b(std::get<0>(as));
+  each_b(std::get<1>(as));
+  each_b(std::get<2>(as));
+  each_b(std::get<3>(as));
+}
+
+template <typename S>
+void check_gemm_space_shapes(double tol) {
+  std::mt19937_64 rng(37);
+  contrastive::detail::GemmSpace<S> g;
+  // Empty, GEMV-like and tiny shapes (Eigen's public product takes other
+  // code paths there), the engine's tile shapes, and a depth past Eigen's
+  // k blocking, in an order that makes the buffers grow and be reused.
+  const Eigen::Index shapes[][3] = {{0, 5, 3}, {5, 0, 3}, {5, 3, 0}, {1, 1, 1},  {1, 7, 5},
+                                    {7, 1, 5}, {3, 17, 2}, {64, 48, 96}, {160, 96, 700}, {9, 4, 11}};
+  for (const auto& sh : shapes) check_gemm_space<S>(g, sh[0], sh[1], sh[2], rng, tol);
+  // The buffers are kept: a smaller product reuses them, the largest one
+  // needs no more.
+  const std::size_t kept = g.bytes();
+#if CONTRASTIVE_OWN_GEMM_BUFFERS
+  CHECK(kept > 0);
+#endif
+  check_gemm_space<S>(g, 64, 48, 96, rng, tol);
+  check_gemm_space<S>(g, 160, 96, 700, rng, tol);
+  CHECK(g.bytes() == kept);
+}
+
+}  // namespace
+
+TEST_CASE("tile products with the engine's own packing buffers equal Eigen's product", "[engine]") {
+  check_gemm_space_shapes<double>(1e-13);
+  check_gemm_space_shapes<float>(2e-5);
+}
+
 TEST_CASE("a reused workspace keeps its buffers and its results", "[engine]") {
   std::mt19937_64 rng(32);
   const MatD za = uneven_rows(40, 8, rng), zb = uneven_rows(40, 8, rng);
@@ -114,13 +201,16 @@ TEST_CASE("streaming keeps the workspace O(n d + threads tile^2 + tiles)", "[eng
   // The README's formula for a streamed call: W and dW (2n x d each), per
   // row the inverse norm, a clamp flag, K = 2 statistics with their shift
   // and 4 results; per thread one tile, 4 + 4K + 2 vectors of a tile edge;
+  // the packing buffers of the tile products, at most t (max(t, d) + d);
   // per tile its description, two block links and its pair sums; the rounds
   // and the blocks' link offsets.
   const auto N = static_cast<std::size_t>(n), D = static_cast<std::size_t>(d);
   const std::size_t nb = (N + 31) / 32, chunk = 32, k = 2;
   const std::size_t ntiles = 3 * nb * nb;  // at most: three view blocks of nb x nb tiles
   const std::size_t bound =
-      sizeof(double) * (2 * (2 * N * D) + 2 * N * (1 + k + 1 + 4) + (chunk * chunk + (4 + 2 * k + 2) * chunk)) + 2 * N +
+      sizeof(double) * (2 * (2 * N * D) + 2 * N * (1 + k + 1 + 4) +
+                        (chunk * chunk + (4 + 2 * k + 2) * chunk + chunk * (std::max(chunk, D) + D))) +
+      2 * N +
       ntiles * (sizeof(contrastive::detail::Tile) + 2 * sizeof(std::uint64_t) + sizeof(contrastive::detail::PairSums)) +
       sizeof(std::size_t) * (ntiles + 1 + 2 * nb + 1);
   CHECK(ws.bytes() <= bound);

@@ -110,9 +110,11 @@ TEST_CASE("streaming memory does not grow with threads x n x d", "[reliability][
     REQUIRE(ws.last_call_streamed());
     const std::size_t nb = (N + 31) / 32, chunk = 32, k = 2, ntiles = 3 * nb * nb;
     const auto T = static_cast<std::size_t>(threads);
-    // The README's formula: one shared dW, per-thread memory of a tile.
+    // The README's formula: one shared dW, per-thread memory of a tile and
+    // its GEMM packing buffers.
     const std::size_t bound =
-        sizeof(double) * (2 * (2 * N * D) + 2 * N * (1 + k + 1 + 4) + T * (chunk * chunk + (4 + 2 * k + 2) * chunk)) +
+        sizeof(double) * (2 * (2 * N * D) + 2 * N * (1 + k + 1 + 4) +
+                          T * (chunk * chunk + (4 + 2 * k + 2) * chunk + chunk * (std::max(chunk, D) + D))) +
         2 * N +
         ntiles * (sizeof(contrastive::detail::Tile) + 2 * sizeof(std::uint64_t) + sizeof(contrastive::detail::PairSums)) +
         sizeof(std::size_t) * (ntiles + 1 + 2 * nb + 1);

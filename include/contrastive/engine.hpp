@@ -22,6 +22,7 @@
 #include <Eigen/Core>
 
 #include "detail/checks.hpp"
+#include "detail/gemm.hpp"
 #include "detail/rng.hpp"
 
 namespace contrastive {
@@ -152,6 +153,7 @@ struct ThreadSlot {
   TileArray<S> x, h;  // h: allocated (chunk x chunk) by the kernels that need a second tile
   ColArray<S> v;      // per-tile vectors, 4 chunk
   TileStats<S> ts;
+  GemmSpace<S> gemm;       // packing buffers of this thread's tile products
   Eigen::Index chunk = 0;  // the call's tile edge
 };
 
@@ -202,7 +204,7 @@ struct Buffers {
                     sizeof(PairSums) * tile_sums.size() + ts_bytes(tile_stats) + sz(logits) +
                     sizeof(Eigen::Index) * (cand.capacity() + drawn.capacity());
     for (const auto& t : cache) b += sz(t);
-    for (const auto& sl : slots) b += sz(sl.x) + sz(sl.h) + sz(sl.v) + ts_bytes(sl.ts);
+    for (const auto& sl : slots) b += sz(sl.x) + sz(sl.h) + sz(sl.v) + ts_bytes(sl.ts) + sl.gemm.bytes();
     return b;
   }
 };

@@ -632,17 +632,17 @@ class Engine {
   /// strips.
   template <typename Kernel>
   static void similarity_tile(const Kernel& kernel, const Buffers<S>& b, const Tile& tile, TileRef<S>& X,
-                              bool lower = false) {
+                              GemmSpace<S>& gemm, bool lower = false) {
     const S scale = kernel.logit_scale();
     const auto wr = b.w.middleRows(tile.r0, tile.nr);
     const Eigen::Index h = diagonal_strip(tile);
     if (h == 0) {
-      X.matrix().noalias() = (scale * wr) * b.w.middleRows(tile.c0, tile.nc).transpose();
+      gemm.assign(X.matrix(), wr, b.w.middleRows(tile.c0, tile.nc).transpose(), scale);
       return;
     }
     for (Eigen::Index c0 = 0; c0 < tile.nr; c0 += h) {
       const Eigen::Index cw = std::min(h, tile.nr - c0), rest = tile.nr - c0;
-      X.matrix().block(c0, c0, rest, cw).noalias() = (scale * wr.middleRows(c0, rest)) * wr.middleRows(c0, cw).transpose();
+      gemm.assign(X.matrix().block(c0, c0, rest, cw), wr.middleRows(c0, rest), wr.middleRows(c0, cw).transpose(), scale);
       if (c0 > 0 && !lower) X.block(0, c0, c0, cw) = X.block(c0, 0, cw, c0).transpose();
     }
   }
@@ -679,7 +679,7 @@ class Engine {
           const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
           const Tile& tile = b.tiles[t];
           TileRef<S> X = (p.cache || p.cache_scratch) ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
-          similarity_tile(kernel, b, tile, X, lower_diagonal(kernel, p.cache));
+          similarity_tile(kernel, b, tile, X, sl.gemm, lower_diagonal(kernel, p.cache));
           TileOut<S> out = tile_out(b.tile_stats, tile.slot * p.chunk, tile, b.tile_sums[t]);
           kernel.pass1(X, tile, b.cs, out, p.cache, sl);
           flags[t] = static_cast<unsigned char>((out.has_rows ? 1 : 0) | (out.has_cols ? 2 : 0));
@@ -725,7 +725,7 @@ class Engine {
           const auto t = static_cast<std::size_t>(ti);
           const Tile& tile = b.tiles[t];
           TileRef<S> X(sl.x.topLeftCorner(tile.nr, tile.nc));
-          similarity_tile(kernel, b, tile, X, lower_diagonal(kernel, false));
+          similarity_tile(kernel, b, tile, X, sl.gemm, lower_diagonal(kernel, false));
           TileOut<S> out = tile_out(sl.ts, 0, tile, b.tile_sums[t]);
           kernel.pass1(X, tile, b.cs, out, false, sl);
           if (out.has_rows)
@@ -770,9 +770,9 @@ class Engine {
             const auto H = b.cache[t].matrix();
             // A diagonal tile's H already holds G + G^T of the symmetric block.
             if ((b.touch[e] & 1u) == 0)
-              b.dw.middleRows(tile.r0, tile.nr).noalias() += H * b.w.middleRows(tile.c0, tile.nc);
+              sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), H, b.w.middleRows(tile.c0, tile.nc), S(1));
             else
-              b.dw.middleRows(tile.c0, tile.nc).noalias() += H.transpose() * b.w.middleRows(tile.r0, tile.nr);
+              sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), H.transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
           }
         }
       }
@@ -794,11 +794,11 @@ class Engine {
           const auto t = static_cast<std::size_t>(ti);
           const Tile& tile = b.tiles[t];
           TileRef<S> X(sl.x.topLeftCorner(tile.nr, tile.nc));
-          similarity_tile(kernel, b, tile, X);
+          similarity_tile(kernel, b, tile, X, sl.gemm);
           if (!kernel.pass2(X, tile, false, b.cs, b.tile_sums[t], sl)) continue;
-          b.dw.middleRows(tile.r0, tile.nr).noalias() += X.matrix() * b.w.middleRows(tile.c0, tile.nc);
+          sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), X.matrix(), b.w.middleRows(tile.c0, tile.nc), S(1));
           if (!tile.diagonal())
-            b.dw.middleRows(tile.c0, tile.nc).noalias() += X.matrix().transpose() * b.w.middleRows(tile.r0, tile.nr);
+            sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), X.matrix().transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
         }
       }
     }
