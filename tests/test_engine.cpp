@@ -164,6 +164,92 @@ TEST_CASE("tile products with the engine's own packing buffers equal Eigen's pro
   check_gemm_space_shapes<float>(2e-5);
 }
 
+namespace {
+
+// Rows [r0, r0 + z.rows()) of a NaN-filled w after copy_rows(w, r0, z) must
+// equal z (cast to S) exactly, every other entry of w must still be NaN.
+template <typename S, typename Z>
+void check_copy_rows(const Z& z, Eigen::Index r0, const char* what) {
+  using contrastive::detail::RowMatrix;
+  INFO(what << ": " << z.rows() << " x " << z.cols() << " at row " << r0);
+  RowMatrix<S> w(z.rows() + r0 + 2, z.cols());
+  w.setConstant(std::numeric_limits<S>::quiet_NaN());
+  contrastive::detail::copy_rows(w, r0, z);
+  bool exact = true, outside_kept = true;
+  for (Eigen::Index i = 0; i < w.rows(); ++i)
+    for (Eigen::Index j = 0; j < w.cols(); ++j) {
+      if (i >= r0 && i < r0 + z.rows()) exact = exact && w(i, j) == static_cast<S>(z(i - r0, j));
+      else outside_kept = outside_kept && std::isnan(w(i, j));
+    }
+  CHECK(exact);
+  CHECK(outside_kept);
+}
+
+// store_rows(out, i0, rows) writes rows (cast to out's scalar) into rows
+// [i0, i0 + rows.rows()) of out, exactly, and nothing else.
+template <typename Out, typename Rows>
+void check_store_rows(Out out, const Rows& rows, Eigen::Index i0, const char* what) {
+  using T = typename Out::Scalar;
+  INFO(what << ": " << rows.rows() << " x " << rows.cols() << " at row " << i0);
+  out.setConstant(std::numeric_limits<T>::quiet_NaN());
+  contrastive::detail::store_rows(out, i0, rows);
+  bool exact = true, outside_kept = true;
+  for (Eigen::Index i = 0; i < out.rows(); ++i)
+    for (Eigen::Index j = 0; j < out.cols(); ++j) {
+      if (i >= i0 && i < i0 + rows.rows()) exact = exact && out(i, j) == static_cast<T>(rows(i - i0, j));
+      else outside_kept = outside_kept && std::isnan(out(i, j));
+    }
+  CHECK(exact);
+  CHECK(outside_kept);
+}
+
+template <typename S>
+void check_row_copies() {
+  using Col = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using Row = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Other = typename std::conditional<std::is_same<S, float>::value, double, float>::type;
+  using OtherCol = Eigen::Matrix<Other, Eigen::Dynamic, Eigen::Dynamic>;
+  // Shapes below, at and around every SIMD width (2 .. 16 entries), so that
+  // the in-register blocks, their row and column edges and the scalar
+  // corner are all taken.
+  const Eigen::Index shapes[][2] = {{0, 4}, {4, 0}, {1, 1}, {3, 2}, {8, 8}, {16, 16}, {17, 33}, {37, 19}, {64, 128}, {50, 7}};
+  for (const auto& sh : shapes) {
+    const Eigen::Index n = sh[0], d = sh[1];
+    const Col big = Col::Random(n + 5, d + 4);
+    const Row bigr = big;
+    const Col z = big.block(2, 1, n, d);
+    check_copy_rows<S>(z, 3, "column-major matrix");
+    check_copy_rows<S>(big.block(2, 1, n, d), 0, "column-major block (outer stride)");
+    check_copy_rows<S>(bigr.block(2, 1, n, d), 1, "row-major block (outer stride)");
+    check_copy_rows<S>(Row(z), 2, "row-major matrix");
+    check_copy_rows<S>(Col(z.transpose()).transpose(), 1, "transposed column-major (row-major view)");
+    const Col strided = Col::Random(2 * n + 1, d);
+    using StridedMap = Eigen::Map<const Col, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+    check_copy_rows<S>(StridedMap(strided.data(), n, d, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(2 * n + 1, 2)), 0,
+                       "map with inner stride 2");
+    check_copy_rows<S>(OtherCol(z.template cast<Other>()), 4, "other scalar");
+    check_copy_rows<S>(z.template cast<Other>(), 1, "cast expression");
+
+    const Row rows = z;
+    Col outc(n + 6, d + 3);
+    Row outr(n + 6, d + 3);
+    OtherCol outo(n + 6, d);
+    for (const Eigen::Index i0 : {Eigen::Index(0), Eigen::Index(3)}) {
+      check_store_rows(outc.block(0, 2, n + 5, d), rows.topRows(n), i0 == 0 ? 0 : 2, "column-major block");
+      check_store_rows(Eigen::Ref<Col>(outc.leftCols(d)), rows.topRows(n), i0, "column-major Ref");
+      check_store_rows(outr.block(1, 1, n + 4, d), rows.topRows(n), i0 == 0 ? 0 : 4, "row-major block");
+      check_store_rows(Eigen::Ref<OtherCol>(outo), rows.topRows(n), i0, "other scalar");
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("rows copied in from and out to the caller's storage are exact, and nothing else is written", "[engine]") {
+  check_row_copies<double>();
+  check_row_copies<float>();
+}
+
 TEST_CASE("a reused workspace keeps its buffers and its results", "[engine]") {
   std::mt19937_64 rng(32);
   const MatD za = uneven_rows(40, 8, rng), zb = uneven_rows(40, 8, rng);

@@ -108,6 +108,79 @@ inline void mask_pairs(V&& column, const Eigen::Index* ids, Eigen::Index n, cons
   }
 }
 
+// Eigen's packet types (__m512 and the like) carry attributes that GCC
+// drops, with a warning, when they are template arguments (PacketBlock);
+// Eigen silences the same warning in its own headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+/// dst[p * dst_stride + q] = src[q * src_stride + p] for p < np, q < nq:
+/// a transposed copy between a column-major and a row-major layout, in
+/// P x P blocks (P the SIMD width of S) transposed in registers by Eigen's
+/// ptranspose (the kernel its GEMM packing uses), the edges entry by entry.
+/// Both sides are read and written a packet at a time; copying entry by
+/// entry (or through Eigen's assignment between storage orders) strides one
+/// side by a whole column per entry and measured 4-6x slower.
+template <typename S>
+void transpose_copy(const S* src, Eigen::Index src_stride, S* dst, Eigen::Index dst_stride, Eigen::Index np,
+                    Eigen::Index nq) {
+  using Packet = typename Eigen::internal::packet_traits<S>::type;
+  constexpr int P = Eigen::internal::unpacket_traits<Packet>::size;
+  const Eigen::Index pb = np / P * P, qb = nq / P * P;
+  for (Eigen::Index p = 0; p < pb; p += P) {
+    for (Eigen::Index q = 0; q < qb; q += P) {
+      Eigen::internal::PacketBlock<Packet, P> block;
+      for (int k = 0; k < P; ++k) block.packet[k] = Eigen::internal::ploadu<Packet>(src + (q + k) * src_stride + p);
+      Eigen::internal::ptranspose(block);
+      for (int k = 0; k < P; ++k) Eigen::internal::pstoreu<S>(dst + (p + k) * dst_stride + q, block.packet[k]);
+    }
+    for (Eigen::Index q = qb; q < nq; ++q)
+      for (Eigen::Index k = p; k < p + P; ++k) dst[k * dst_stride + q] = src[q * src_stride + k];
+  }
+  for (Eigen::Index q = 0; q < nq; ++q)
+    for (Eigen::Index k = pb; k < np; ++k) dst[k * dst_stride + q] = src[q * src_stride + k];
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+/// True when Z is stored (Matrix, Map, Block, Ref) with scalar S.
+template <typename Z, typename S>
+constexpr bool is_stored_as() {
+  using T = typename std::decay<Z>::type;
+  return (int(T::Flags) & Eigen::DirectAccessBit) != 0 && std::is_same<typename T::Scalar, S>::value;
+}
+
+/// Rows [r0, r0 + z.rows()) of w = z (cast to S).  Stored z of scalar S with
+/// unit inner stride is copied directly (row-major) or by transpose_copy
+/// (column-major, when Eigen vectorises S); anything else (an unevaluated
+/// expression such as a cast, a strided Map) through an L1-sized
+/// column-major buffer of kRowBlock rows, so that a column-major source is
+/// still read a cache line at a time.
+template <typename S, typename Z>
+void copy_rows(RowMatrix<S>& w, Eigen::Index r0, const Z& z) {
+  if (z.rows() == 0 || z.cols() == 0) return;
+  if constexpr (is_stored_as<Z, S>()) {
+    using T = typename std::decay<Z>::type;
+    if (z.innerStride() == 1) {
+      if constexpr ((int(T::Flags) & Eigen::RowMajorBit) != 0) {
+        w.middleRows(r0, z.rows()) = z;
+        return;
+      } else if constexpr (Eigen::internal::packet_traits<S>::Vectorizable) {
+        transpose_copy<S>(z.data(), z.outerStride(), &w.coeffRef(r0, 0), w.outerStride(), z.rows(), z.cols());
+        return;
+      }
+    }
+  }
+  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> buf;
+  for (Eigen::Index i0 = 0; i0 < z.rows(); i0 += kRowBlock) {
+    const Eigen::Index b = std::min(kRowBlock, z.rows() - i0);
+    buf = z.middleRows(i0, b).template cast<S>();
+    w.middleRows(r0 + i0, b) = buf;
+  }
+}
+
 /// The one normalisation rule of the library.  Copies z into rows
 /// [r0, r0 + z.rows()) of w (already sized), rejects non-finite entries
 /// (naming the argument) and scales every row to unit norm, the norm clamped
@@ -118,16 +191,7 @@ void load_rows(RowMatrix<S>& w, ColArray<S>& inv_norm, std::vector<unsigned char
   // An expression (product, sum, ...) is evaluated once; storage (Matrix,
   // Map, Block, Ref) is read in place.
   typename Eigen::internal::nested_eval<D, 2>::type z(z_.derived());
-  // Copied through an L1-sized column-major buffer of kRowBlock rows: a
-  // column-major z is then read a cache line at a time.  Reading it row by
-  // row instead strides by n entries (all in one cache set when n * sizeof
-  // is a multiple of 4 KiB) and was 5-14x slower.
-  Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic> buf;
-  for (Eigen::Index i0 = 0; i0 < z.rows(); i0 += kRowBlock) {
-    const Eigen::Index b = std::min(kRowBlock, z.rows() - i0);
-    buf = z.middleRows(i0, b).template cast<S>();
-    w.middleRows(r0 + i0, b) = buf;
-  }
+  copy_rows(w, r0, z);
   const S eps = static_cast<S>(kNormEps);
   // Squared norms between these need no scaling (no overflow, no precision
   // lost to subnormals).
@@ -159,14 +223,33 @@ void load_rows(RowMatrix<S>& w, ColArray<S>& inv_norm, std::vector<unsigned char
   }
 }
 
+/// Rows [i0, i0 + rows.rows()) of out = rows (a row-major block, cast to
+/// out's scalar): transpose_copy into a stored column-major out of scalar S
+/// with unit inner stride (when Eigen vectorises S), Eigen's assignment
+/// otherwise.
+template <typename Out, typename Rows>
+void store_rows(Out& out, Eigen::Index i0, const Rows& rows) {
+  using O = typename std::decay<Out>::type;
+  using S = typename Rows::Scalar;
+  static_assert((int(Rows::Flags) & Eigen::RowMajorBit) != 0, "store_rows: rows must be row-major");
+  if constexpr (is_stored_as<O, S>() && (int(O::Flags) & Eigen::RowMajorBit) == 0 &&
+                Eigen::internal::packet_traits<S>::Vectorizable) {
+    if (out.innerStride() == 1 && rows.rows() > 0) {
+      transpose_copy<S>(rows.data(), rows.outerStride(), &out.coeffRef(i0, 0), out.outerStride(), rows.cols(),
+                        rows.rows());
+      return;
+    }
+  }
+  out.middleRows(i0, rows.rows()) = rows.template cast<typename O::Scalar>();
+}
+
 /// Back through the normalisation for rows [r0, r0 + out.rows()):
 /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped
 /// row, written into `out`.
 template <typename S, typename Out>
 void backprop_rows(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const std::vector<unsigned char>& clamped,
                    const RowMatrix<S>& dw, Eigen::Index r0, const Eigen::MatrixBase<Out>& out_) {
-  auto& out = const_cast<Eigen::MatrixBase<Out>&>(out_);
-  using T = typename Out::Scalar;
+  auto& out = const_cast<Eigen::MatrixBase<Out>&>(out_).derived();
   // Rows are formed in a small row-major buffer and stored kRowBlock at a
   // time, so a column-major `out` is written in whole cache lines.
   RowMatrix<S> buf(std::min(kRowBlock, out.rows()), w.cols());
@@ -180,7 +263,7 @@ void backprop_rows(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const std
       if (clamped[static_cast<std::size_t>(r)]) buf.row(i) = inv * g;
       else buf.row(i) = inv * (g - wr.dot(g) * wr);
     }
-    out.middleRows(i0, b) = buf.topRows(b).template cast<T>();
+    store_rows(out, i0, buf.topRows(b));
   }
 }
 
