@@ -166,8 +166,22 @@ TEST_CASE("tile products with the engine's own packing buffers equal Eigen's pro
 
 namespace {
 
-// Rows [r0, r0 + z.rows()) of a NaN-filled w after copy_rows(w, r0, z) must
-// equal z (cast to S) exactly, every other entry of w must still be NaN.
+// Rows [r0, r0 + src.rows()) of got equal src (cast to got's scalar)
+// exactly; every other entry of got is still the NaN it was filled with.
+template <typename M, typename R>
+void check_rows_written(const M& got, Eigen::Index r0, const R& src) {
+  using T = typename M::Scalar;
+  bool exact = true, outside_kept = true;
+  for (Eigen::Index i = 0; i < got.rows(); ++i)
+    for (Eigen::Index j = 0; j < got.cols(); ++j) {
+      if (i >= r0 && i < r0 + src.rows()) exact = exact && got(i, j) == static_cast<T>(src(i - r0, j));
+      else outside_kept = outside_kept && std::isnan(got(i, j));
+    }
+  CHECK(exact);
+  CHECK(outside_kept);
+}
+
+// copy_rows(w, r0, z) into a NaN-filled w.
 template <typename S, typename Z>
 void check_copy_rows(const Z& z, Eigen::Index r0, const char* what) {
   using contrastive::detail::RowMatrix;
@@ -175,32 +189,17 @@ void check_copy_rows(const Z& z, Eigen::Index r0, const char* what) {
   RowMatrix<S> w(z.rows() + r0 + 2, z.cols());
   w.setConstant(std::numeric_limits<S>::quiet_NaN());
   contrastive::detail::copy_rows(w, r0, z);
-  bool exact = true, outside_kept = true;
-  for (Eigen::Index i = 0; i < w.rows(); ++i)
-    for (Eigen::Index j = 0; j < w.cols(); ++j) {
-      if (i >= r0 && i < r0 + z.rows()) exact = exact && w(i, j) == static_cast<S>(z(i - r0, j));
-      else outside_kept = outside_kept && std::isnan(w(i, j));
-    }
-  CHECK(exact);
-  CHECK(outside_kept);
+  check_rows_written(w, r0, z);
 }
 
-// store_rows(out, i0, rows) writes rows (cast to out's scalar) into rows
-// [i0, i0 + rows.rows()) of out, exactly, and nothing else.
+// store_rows(out, i0, rows) into a NaN-filled out.
 template <typename Out, typename Rows>
 void check_store_rows(Out out, const Rows& rows, Eigen::Index i0, const char* what) {
   using T = typename Out::Scalar;
   INFO(what << ": " << rows.rows() << " x " << rows.cols() << " at row " << i0);
   out.setConstant(std::numeric_limits<T>::quiet_NaN());
   contrastive::detail::store_rows(out, i0, rows);
-  bool exact = true, outside_kept = true;
-  for (Eigen::Index i = 0; i < out.rows(); ++i)
-    for (Eigen::Index j = 0; j < out.cols(); ++j) {
-      if (i >= i0 && i < i0 + rows.rows()) exact = exact && out(i, j) == static_cast<T>(rows(i - i0, j));
-      else outside_kept = outside_kept && std::isnan(out(i, j));
-    }
-  CHECK(exact);
-  CHECK(outside_kept);
+  check_rows_written(out, i0, rows);
 }
 
 template <typename S>
