@@ -187,6 +187,12 @@ Case decode(Reader& r) {
   };
   c.moderate = c.n >= 2 && c.n <= 4 && c.d >= 1 && c.d <= 3 && fine(c.za) && fine(c.zb) && fine(c.keys);
   for (double x : c.p) c.moderate = c.moderate && std::isfinite(x) && std::abs(x) < 1e3;
+  // Weights scale the value: a central difference of step h rounds to about
+  // eps |L| / h, so one weight of 1.5e5 (L = 1.07e5, raw() drew it) gave
+  // 1.3e-4 of rounding error on a gradient of 0.58 that steps of 1e-5 and
+  // 1e-7 confirmed (regress-fd-large-weight).  Bounded like the parameters.
+  if (c.use_weights)
+    for (double w : c.weights) c.moderate = c.moderate && std::isfinite(w) && std::abs(w) < 1e3;
   c.moderate = c.moderate && c.p[0] >= 0.05 && c.p[0] <= 5.0;
   return c;
 }
