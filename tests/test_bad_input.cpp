@@ -16,9 +16,9 @@ namespace {
 // nothing was written.
 template <typename A, typename B>
 void expect_rejected(Preset p, const A& za, const B& zb, std::initializer_list<const char*> needles,
-                     Eigen::Index grows = -1, Eigen::Index gcols = -1) {
+                     Eigen::Index grows = -1, Eigen::Index gcols = -1, const contrastive::EngineOptions& o = {}) {
   const bool input_problem = grows < 0;
-  const auto loss = make_loss<double>(p, 0.5);
+  const auto loss = make_loss<double>(p, 0.5, o);
   MatD ga = MatD::Constant(grows >= 0 ? grows : za.rows(), gcols >= 0 ? gcols : za.cols(), 42.0);
   MatD gb = MatD::Constant(zb.rows(), zb.cols(), 43.0);
   double gt = 44.0;
@@ -57,13 +57,22 @@ TEST_CASE("too few samples and d = 0 are rejected", "[bad-input]") {
 
 TEST_CASE("NaN and infinite entries are rejected, naming the input", "[bad-input]") {
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
-  for (Preset p : kPresets) {
-    MatD za = MatD::Random(4, 3), zb = MatD::Random(4, 3);
-    za(2, 1) = nan;
-    expect_rejected(p, za, zb, {"'za'", "NaN or infinite"});
-    za(2, 1) = 0.5;
-    zb(3, 2) = -inf;
-    expect_rejected(p, za, zb, {"'zb'", "NaN or infinite"});
+  // Serially, and with the two views loaded on two threads (a zero
+  // threshold: every call is large enough), where the error of 'za' must
+  // still win when both are bad.
+  contrastive::EngineOptions two;
+  two.num_threads = 2;
+  two.parallel_threshold = 0;
+  for (const auto& o : {contrastive::EngineOptions{}, two}) {
+    for (Preset p : kPresets) {
+      MatD za = MatD::Random(4, 3), zb = MatD::Random(4, 3);
+      za(2, 1) = nan;
+      expect_rejected(p, za, zb, {"'za'", "NaN or infinite"}, -1, -1, o);
+      zb(3, 2) = -inf;
+      expect_rejected(p, za, zb, {"'za'", "NaN or infinite"}, -1, -1, o);
+      za(2, 1) = 0.5;
+      expect_rejected(p, za, zb, {"'zb'", "NaN or infinite"}, -1, -1, o);
+    }
   }
 }
 

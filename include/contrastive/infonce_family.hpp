@@ -263,18 +263,39 @@ class InfoNCEKernel {
   /// loss l_r = softplus(lse_neg - x_pos) (or lse_neg - x_pos when
   /// decoupled) with the positive in closed form, so a well-separated
   /// anchor keeps its tiny loss and gradient to full relative precision
-  /// instead of cancelling 1 - p to zero; alpha_r; dL/dtau.
+  /// instead of cancelling 1 - p to zero; alpha_r; dL/dtau.  The logs and
+  /// softplus of all rows are taken first as array operations, vectorised
+  /// (a per-anchor loop of scalar std::log and log1p took 10 us of a
+  /// 160 us CLIP value call at n = 256, d = 128, float, on two threads).
   double finish(const RowMatrix<S>& W, const RowStats<S>& st, CallStats<S>& cs) const {
     const Eigen::Index n2 = W.rows();
+    const S ninf = -std::numeric_limits<S>::infinity();
+    const auto sneg_all = st.s.col(0);
+    // lse_neg = shift + log S (-inf: no negative); with the positive in the
+    // denominator, sp = softplus(lse_neg - x_pos), kept in alpha until the
+    // loop below replaces it by alpha_r.
+    if (fast_) cs.lse_neg = (sneg_all > S(0)).select(inv_tau_ + sneg_all.log(), ninf);
+    else cs.lse_neg = (sneg_all > S(0)).select(st.m + sneg_all.log(), ninf);
+    if (pos_) {
+      cs.alpha = softplus_array(cs.lse_neg - cs.pos);
+      cs.lse = cs.pos + cs.alpha;
+    } else {
+      cs.lse = cs.lse_neg;
+    }
     double value = 0.0, dtau = 0.0;
     for (Eigen::Index r = 0; r < n2; ++r) {
-      if (!is_anchor(r < n_ ? 0 : 1)) continue;
+      if (!is_anchor(r < n_ ? 0 : 1)) {
+        cs.lse[r] = cs.lse_neg[r] = cs.alpha[r] = S(0);
+        continue;
+      }
       const S shift = fast_ ? inv_tau_ : st.m[r];
       const S sneg = st.s(r, 0);
-      const S neg = sneg > S(0) ? shift + std::log(sneg) : -std::numeric_limits<S>::infinity();
+      const S neg = cs.lse_neg[r];
       const S xp = cs.pos[r];
       const double pw = pos_weight(r);
-      const S lse = pos_ ? xp + softplus(neg - xp) : neg;
+      const S lse = cs.lse[r];
+      const S sp = pos_ ? cs.alpha[r] : S(0);
+      cs.alpha[r] = S(0);
       // The positive's own term: -w x_pos (w = 1 but for DCLW), and with
       // label smoothing + eps (x_pos - mean_k x_k), formed from the vectors
       // in double (x_pos and the mean are close near collapse).
@@ -283,10 +304,8 @@ class InfoNCEKernel {
         const Eigen::RowVectorXd diff = W.row(partner(r)).template cast<double>() - candidate_sum(W, r) / candidates(r);
         extra = eps_ * W.row(r).template cast<double>().dot(diff) / tau_;
       }
-      const double term = (pos_ ? static_cast<double>(softplus(neg - xp))
-                                : static_cast<double>(neg) - pw * static_cast<double>(xp)) + extra;
-      cs.lse[r] = lse;
-      cs.lse_neg[r] = neg;
+      const double term =
+          (pos_ ? static_cast<double>(sp) : static_cast<double>(neg) - pw * static_cast<double>(xp)) + extra;
       if (losses_) losses_[r] = static_cast<S>(term);
       const double a = anchor_coef(r);
       if (a == 0.0) continue;  // weight 0: no share (not even of an infinite term)

@@ -173,14 +173,15 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
       batch.coef = &b.coef;
       batch.losses = b.losses.data();
     }
-    if (views == 2) Engine<S>::load(b, za, zb, where);
+    const bool two = views == 2 && Engine<S>::views_in_parallel(loss.options(), n, za.cols());
+    if (views == 2) Engine<S>::load(b, za, zb, where, two);
     else Engine<S>::load_one(b, za, where);
     const double v = loss.with_kernel(batch, [&](const auto& k) {
       return Engine<S>::run(k, b, loss.options(), want_grad, where);
     });
     if (want_grad) {
-      backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, *ga);
-      if (views == 2) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, *gb);
+      if (views == 2) Engine<S>::backprop(b, *ga, *gb, two);
+      else backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, *ga);
     }
     publish_per_anchor(call, b.losses);
     return v;

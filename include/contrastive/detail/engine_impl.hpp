@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -276,6 +277,36 @@ inline int resolve_threads(int requested) {
 #endif
 }
 
+/// Runs task(0) and task(1), two independent tasks (the two views' rows in
+/// and out of the caller's storage), on two threads when `parallel`.  An
+/// exception of either is rethrown after both ran, task 0's first, so an
+/// error names the same argument as in the serial order.
+template <typename F>
+void run_two(bool parallel, const F& task) {
+#ifdef _OPENMP
+  if (parallel && !omp_in_parallel()) {
+    std::exception_ptr err[2];
+#pragma omp parallel num_threads(2)
+    {
+      // (a thread limit may give one thread: it runs both)
+      for (int k = omp_get_thread_num(); k < 2; k += omp_get_num_threads()) {
+        try {
+          task(k);
+        } catch (...) {
+          err[k] = std::current_exception();
+        }
+      }
+    }
+    for (const auto& e : err)
+      if (e) std::rethrow_exception(e);
+    return;
+  }
+#endif
+  (void)parallel;
+  task(0);
+  task(1);
+}
+
 /// Inside the tile loop Eigen's GEMM must run serially: our threads already
 /// occupy the cores.  omp_set_num_threads here changes only the calling
 /// thread's setting for the rest of the parallel region.
@@ -487,16 +518,28 @@ class Engine {
   /// non-finite entries (naming the argument) and normalises every row.  An
   /// input that is an expression rather than storage (a product, a sum) is
   /// evaluated once here, never per block of rows.
+  /// With `parallel` (views_in_parallel) the two views load on two threads.
   template <typename DA, typename DB>
   static void load(Buffers<S>& b, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
-                   const char* where) {
+                   const char* where, bool parallel = false) {
     const Eigen::Index n = za.rows();
     b.views = 2;
     b.w.resize(2 * n, za.cols());
     b.inv_norm.resize(2 * n);
     b.clamped.assign(static_cast<std::size_t>(2 * n), 0);
-    load_rows(b.w, b.inv_norm, b.clamped, 0, za, where, "za");
-    load_rows(b.w, b.inv_norm, b.clamped, n, zb, where, "zb");
+    run_two(parallel, [&](int view) {
+      if (view == 0) load_rows(b.w, b.inv_norm, b.clamped, 0, za, where, "za");
+      else load_rows(b.w, b.inv_norm, b.clamped, n, zb, where, "zb");
+    });
+  }
+
+  /// Whether the two views of a call of n pairs of width d go in and out on
+  /// two threads: when the call's tiles would run on several threads
+  /// (plan()'s rule for the cross block).  Measured on a 2-core VM at
+  /// n = 256, d = 128 (float, CLIP): see bench/README.md.
+  static bool views_in_parallel(const EngineOptions& opt, Eigen::Index n, Eigen::Index d) {
+    const double work = static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(d);
+    return work >= opt.parallel_threshold && resolve_threads(opt.num_threads) > 1;
   }
 
   /// The same for a loss of one view: W = U.
@@ -608,11 +651,15 @@ class Engine {
 
   /// Back through the normalisation into the caller's outputs:
   /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped row.
+  /// With `parallel` (views_in_parallel) the two views go out on two threads.
   template <typename GA, typename GB>
-  static void backprop(const Buffers<S>& b, const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b) {
+  static void backprop(const Buffers<S>& b, const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
+                       bool parallel = false) {
     const Eigen::Index n = b.w.rows() / b.views;
-    backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a);
-    backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b);
+    run_two(parallel, [&](int view) {
+      if (view == 0) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a);
+      else backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b);
+    });
   }
 
  private:
