@@ -130,15 +130,23 @@ TEST_CASE("results are bitwise the same for every thread count", "[reliability][
     o.tile_size = 40;
     o.parallel_threshold = 0;
     o.memory_budget_bytes = budget;
-    o.num_threads = 1;
-    const auto r1 = contrastive::NTXent<double>(0.2, o).value_and_grad(za, zb);
-    for (int threads : {2, 3, 4}) {
-      o.num_threads = threads;
-      const auto r = contrastive::NTXent<double>(0.2, o).value_and_grad(za, zb);
-      CHECK(r.value == r1.value);
-      CHECK(r.grad_a == r1.grad_a);
-      CHECK(r.grad_b == r1.grad_b);
-      CHECK(r.grad_temperature == r1.grad_temperature);
+    // NT-Xent: pass 2 by row-block owners on several threads.  CLIP's 8
+    // rounds of 8 tiles: in fused rounds on 2 and 4 threads (they divide
+    // by the threads), by owners on 3.
+    for (bool clip : {false, true}) {
+      const auto call = [&](int threads) {
+        o.num_threads = threads;
+        return clip ? contrastive::CLIP<double>(0.2, o).value_and_grad(za, zb)
+                    : contrastive::NTXent<double>(0.2, o).value_and_grad(za, zb);
+      };
+      const auto r1 = call(1);
+      for (int threads : {2, 3, 4}) {
+        const auto r = call(threads);
+        CHECK(r.value == r1.value);
+        CHECK(r.grad_a == r1.grad_a);
+        CHECK(r.grad_b == r1.grad_b);
+        CHECK(r.grad_temperature == r1.grad_temperature);
+      }
     }
   }
 }
