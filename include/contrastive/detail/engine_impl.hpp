@@ -820,10 +820,8 @@ class Engine {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-          for (long q = 0; q < static_cast<long>(b.touch_off.size()) - 1; ++q) {
-            for (std::size_t e = b.touch_off[static_cast<std::size_t>(q)]; e < b.touch_off[static_cast<std::size_t>(q) + 1]; ++e) {
-              const auto t = static_cast<std::size_t>(b.touch[e] >> 1);
-              const bool as_col = (b.touch[e] & 1u) != 0;
+          for (long q = 0; q < row_blocks(b); ++q) {
+            for_touches(b, q, [&](std::size_t t, bool as_col) {
               const Tile& tile = b.tiles[t];
               const Eigen::Index off = tile.slot * p.chunk;
               if (!as_col && (flags[t] & 1u))
@@ -832,7 +830,7 @@ class Engine {
               if (as_col && (flags[t] & 2u))
                 merge(b.stats, p.online, tile.c0, b.tile_stats.cols.middleRows(off, tile.nc),
                       p.online ? b.tile_stats.cols_m.data() + off : nullptr);
-            }
+            });
           }
         }
       }
@@ -921,18 +919,17 @@ class Engine {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-          for (long q = 0; q < static_cast<long>(b.touch_off.size()) - 1; ++q) {
-            for (std::size_t e = b.touch_off[static_cast<std::size_t>(q)]; e < b.touch_off[static_cast<std::size_t>(q) + 1]; ++e) {
-              const auto t = static_cast<std::size_t>(b.touch[e] >> 1);
-              if (!active[t]) continue;
+          for (long q = 0; q < row_blocks(b); ++q) {
+            for_touches(b, q, [&](std::size_t t, bool as_col) {
+              if (!active[t]) return;
               const Tile& tile = b.tiles[t];
               const auto H = b.cache[t].matrix();
               // A diagonal tile's H already holds G + G^T of the symmetric block.
-              if ((b.touch[e] & 1u) == 0)
+              if (!as_col)
                 sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), H, b.w.middleRows(tile.c0, tile.nc), S(1));
               else
                 sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), H.transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
-            }
+            });
           }
         }
       }
@@ -962,6 +959,18 @@ class Engine {
         }
       }
     }
+  }
+
+  /// The number of row blocks (views x chunks per view).
+  static long row_blocks(const Buffers<S>& b) { return static_cast<long>(b.touch_off.size()) - 1; }
+
+  /// f(t, as_column) for every tile t touching row block q, in tile order
+  /// (as_column: the block is the tile's column block).
+  template <typename F>
+  static void for_touches(const Buffers<S>& b, long q, const F& f) {
+    const auto qi = static_cast<std::size_t>(q);
+    for (std::size_t e = b.touch_off[qi]; e < b.touch_off[qi + 1]; ++e)
+      f(static_cast<std::size_t>(b.touch[e] >> 1), (b.touch[e] & 1u) != 0);
   }
 
   /// Whether every round of this process's tiles has a multiple of the
