@@ -870,71 +870,16 @@ class Engine {
   /// in a fixed order: per row block, the tiles touching it in tile order.
   template <typename Kernel>
   static void pass2(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
-    const long ntiles = static_cast<long>(b.tiles.size());
-    const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
-    if (p.cache) {
-      // Rounds on several threads only when they keep every thread busy.
-      const bool fused = p.threads == 1 || even_rounds(b, p);
-      std::vector<unsigned char> active(fused ? 0 : b.tiles.size(), 0);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
-#endif
-      {
-        FlushSubnormals guard;
-        make_eigen_serial();
-        ThreadSlot<S>& sl = slot(b);
-        if (fused) {
-          // Each tile's H and both its products at once, while the tile is
-          // in cache (the owners' loops below read a cached tile from
-          // memory up to three times: n = 4096, d = 128, float gradients
-          // 3-4% faster on one thread), round by round (tiles of a round
-          // share no row block; tile order is round order), so every row
-          // block gets its products in tile order, as from its owner: the
-          // same bits.
-          for (std::size_t r = 0; r + 1 < b.rounds.size(); ++r) {
-            const long lo = static_cast<long>(p.first_owned(b.rounds[r])), hi = static_cast<long>(b.rounds[r + 1]);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (long ti = lo; ti < hi; ti += p.procs) {
-              const auto t = static_cast<std::size_t>(ti);
-              const Tile& tile = b.tiles[t];
-              if (!kernel.pass2(TileRef<S>(b.cache[t]), tile, true, b.cs, b.tile_sums[t], sl)) continue;
-              const auto H = b.cache[t].matrix();  // (diagonal: G + G^T, one product)
-              sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), H, b.w.middleRows(tile.c0, tile.nc), S(1));
-              if (!tile.diagonal())
-                sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), H.transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
-            }
-          }
-        } else {
-          // Several threads: H of the tiles, then each row block's products by
-          // the thread that owns the block.
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-          for (long k = 0; k < owned; ++k) {
-            const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
-            active[t] = kernel.pass2(TileRef<S>(b.cache[t]), b.tiles[t], true, b.cs, b.tile_sums[t], sl) ? 1 : 0;
-          }
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-          for (long q = 0; q < row_blocks(b); ++q) {
-            for_touches(b, q, [&](std::size_t t, bool as_col) {
-              if (!active[t]) return;
-              const Tile& tile = b.tiles[t];
-              const auto H = b.cache[t].matrix();
-              // A diagonal tile's H already holds G + G^T of the symmetric block.
-              if (!as_col)
-                sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), H, b.w.middleRows(tile.c0, tile.nc), S(1));
-              else
-                sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), H.transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
-            });
-          }
-        }
-      }
+    if (p.cache && p.threads > 1 && !even_rounds(b, p)) {
+      pass2_owners(kernel, b, p);
       return;
     }
+    // Round by round (tiles of a round share no row block; tile order is
+    // round order), each tile's H and both its products at once: a streamed
+    // tile is formed again here, a cached one is read while it is in cache
+    // (the owners' loops read it from memory up to three times: n = 4096,
+    // d = 128, float gradients 3-4% faster on one thread).  Every row block
+    // gets its products in tile order, as from its owner: the same bits.
 #ifdef _OPENMP
 #pragma omp parallel num_threads(p.threads) if (p.threads > 1)
 #endif
@@ -950,13 +895,53 @@ class Engine {
         for (long ti = lo; ti < hi; ti += p.procs) {
           const auto t = static_cast<std::size_t>(ti);
           const Tile& tile = b.tiles[t];
-          TileRef<S> X(sl.x.topLeftCorner(tile.nr, tile.nc));
-          similarity_tile(kernel, b, tile, X, sl.gemm);
-          if (!kernel.pass2(X, tile, false, b.cs, b.tile_sums[t], sl)) continue;
+          TileRef<S> X = p.cache ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+          if (!p.cache) similarity_tile(kernel, b, tile, X, sl.gemm);
+          if (!kernel.pass2(X, tile, p.cache, b.cs, b.tile_sums[t], sl)) continue;
+          // A diagonal tile's H already holds G + G^T of the symmetric block.
           sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), X.matrix(), b.w.middleRows(tile.c0, tile.nc), S(1));
           if (!tile.diagonal())
             sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), X.matrix().transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
         }
+      }
+    }
+  }
+
+  /// Pass 2 of a cached call on several threads whose rounds do not split
+  /// evenly: H of every tile, then each row block's products by the thread
+  /// that owns the block.
+  template <typename Kernel>
+  static void pass2_owners(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
+    const long ntiles = static_cast<long>(b.tiles.size());
+    const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
+    std::vector<unsigned char> active(b.tiles.size(), 0);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+#endif
+    {
+      FlushSubnormals guard;
+      make_eigen_serial();
+      ThreadSlot<S>& sl = slot(b);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+      for (long k = 0; k < owned; ++k) {
+        const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
+        active[t] = kernel.pass2(TileRef<S>(b.cache[t]), b.tiles[t], true, b.cs, b.tile_sums[t], sl) ? 1 : 0;
+      }
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+      for (long q = 0; q < row_blocks(b); ++q) {
+        for_touches(b, q, [&](std::size_t t, bool as_col) {
+          if (!active[t]) return;
+          const Tile& tile = b.tiles[t];
+          const auto H = b.cache[t].matrix();
+          if (!as_col)
+            sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), H, b.w.middleRows(tile.c0, tile.nc), S(1));
+          else
+            sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), H.transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
+        });
       }
     }
   }
