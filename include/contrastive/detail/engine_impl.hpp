@@ -795,14 +795,7 @@ class Engine {
     const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
     if (p.materialised) {
       std::vector<unsigned char> flags(b.tiles.size(), 0);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
-#endif
-      {
-        FlushSubnormals guard;
-        make_eigen_serial();
-        note_threads(b);
-        ThreadSlot<S>& sl = slot(b);
+      in_region(b, p, [&](ThreadSlot<S>& sl) {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -833,18 +826,11 @@ class Engine {
             });
           }
         }
-      }
+      });
       return;
     }
     // Streamed: rounds of tiles that share no row block.
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
-#endif
-    {
-      FlushSubnormals guard;
-      make_eigen_serial();
-      note_threads(b);
-      ThreadSlot<S>& sl = slot(b);
+    in_region(b, p, [&](ThreadSlot<S>& sl) {
       for (std::size_t k = 0; k + 1 < b.rounds.size(); ++k) {
         const long lo = static_cast<long>(p.first_owned(b.rounds[k])), hi = static_cast<long>(b.rounds[k + 1]);
 #ifdef _OPENMP
@@ -863,7 +849,7 @@ class Engine {
             merge(b.stats, p.online, tile.c0, sl.ts.cols.topRows(tile.nc), p.online ? sl.ts.cols_m.data() : nullptr);
         }
       }
-    }
+    });
   }
 
   /// Pass 2: every tile's H = dL/dK and the two GEMMs, added per row block
@@ -880,13 +866,7 @@ class Engine {
     // (the owners' loops read it from memory up to three times: n = 4096,
     // d = 128, float gradients 3-4% faster on one thread).  Every row block
     // gets its products in tile order, as from its owner: the same bits.
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
-#endif
-    {
-      FlushSubnormals guard;
-      make_eigen_serial();
-      ThreadSlot<S>& sl = slot(b);
+    in_region(b, p, [&](ThreadSlot<S>& sl) {
       for (std::size_t k = 0; k + 1 < b.rounds.size(); ++k) {
         const long lo = static_cast<long>(p.first_owned(b.rounds[k])), hi = static_cast<long>(b.rounds[k + 1]);
 #ifdef _OPENMP
@@ -904,7 +884,7 @@ class Engine {
             sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), X.matrix().transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
         }
       }
-    }
+    });
   }
 
   /// Pass 2 of a cached call on several threads whose rounds do not split
@@ -915,13 +895,7 @@ class Engine {
     const long ntiles = static_cast<long>(b.tiles.size());
     const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
     std::vector<unsigned char> active(b.tiles.size(), 0);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
-#endif
-    {
-      FlushSubnormals guard;
-      make_eigen_serial();
-      ThreadSlot<S>& sl = slot(b);
+    in_region(b, p, [&](ThreadSlot<S>& sl) {
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -943,7 +917,7 @@ class Engine {
             sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), H.transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
         });
       }
-    }
+    });
   }
 
   /// The number of row blocks (views x chunks per view).
@@ -976,6 +950,24 @@ class Engine {
       if (count % static_cast<std::size_t>(p.threads) != 0) return false;
     }
     return true;
+  }
+
+  /// body(slot) on the plan's threads (one: on the caller's), each thread
+  /// with subnormals flushed, Eigen's GEMM serial and its own slot.  The
+  /// body's `omp for` loops share their iterations among the region's
+  /// threads.  No exception may leave an OpenMP region: the tile loops
+  /// throw none (inputs are checked before the passes start).
+  template <typename F>
+  static void in_region(Buffers<S>& b, const Plan& p, const F& body) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+#endif
+    {
+      FlushSubnormals guard;
+      make_eigen_serial();
+      note_threads(b);
+      body(slot(b));
+    }
   }
 
   /// Records the threads the region really has (an enclosing region or a
