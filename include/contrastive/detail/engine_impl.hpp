@@ -21,11 +21,14 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <limits>
+#include <memory>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -852,70 +855,66 @@ class Engine {
     });
   }
 
-  /// Pass 2: every tile's H = dL/dK and the two GEMMs, added per row block
-  /// in a fixed order: per row block, the tiles touching it in tile order.
+  /// Pass 2: every tile's H = dL/dK and its two products (one for a
+  /// diagonal tile, whose H already holds G + G^T of the symmetric block),
+  /// done together while the tile is in cache: a streamed tile is formed
+  /// again here, a cached one is read once.
+  ///
+  /// Tiles are handed out in tile order, one at a time, to whichever thread
+  /// is free.  A product into row block q waits until q has received the
+  /// products of this process's tiles before it (a counter per row block),
+  /// so every block sums its products in tile order, as on one thread: the
+  /// same bits on any number of threads.  No thread waits for a round to
+  /// end; it waits only when the block it writes is still taken.  The
+  /// thread holding the lowest unfinished tile never waits (every tile
+  /// before it is done), so the loop cannot deadlock.
   template <typename Kernel>
   static void pass2(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
-    if (p.cache && p.threads > 1 && !even_rounds(b, p)) {
-      pass2_owners(kernel, b, p);
-      return;
-    }
-    // Round by round (tiles of a round share no row block; tile order is
-    // round order), each tile's H and both its products at once: a streamed
-    // tile is formed again here, a cached one is read while it is in cache
-    // (the owners' loops read it from memory up to three times: n = 4096,
-    // d = 128, float gradients 3-4% faster on one thread).  Every row block
-    // gets its products in tile order, as from its owner: the same bits.
-    in_region(b, p, [&](ThreadSlot<S>& sl) {
-      for (std::size_t k = 0; k + 1 < b.rounds.size(); ++k) {
-        const long lo = static_cast<long>(p.first_owned(b.rounds[k])), hi = static_cast<long>(b.rounds[k + 1]);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (long ti = lo; ti < hi; ti += p.procs) {
-          const auto t = static_cast<std::size_t>(ti);
-          const Tile& tile = b.tiles[t];
-          TileRef<S> X = p.cache ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
-          if (!p.cache) similarity_tile(kernel, b, tile, X, sl.gemm);
-          if (!kernel.pass2(X, tile, p.cache, b.cs, b.tile_sums[t], sl)) continue;
-          // A diagonal tile's H already holds G + G^T of the symmetric block.
-          sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), X.matrix(), b.w.middleRows(tile.c0, tile.nc), S(1));
-          if (!tile.diagonal())
-            sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), X.matrix().transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
-        }
-      }
-    });
-  }
-
-  /// Pass 2 of a cached call on several threads whose rounds do not split
-  /// evenly: H of every tile, then each row block's products by the thread
-  /// that owns the block.
-  template <typename Kernel>
-  static void pass2_owners(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
     const long ntiles = static_cast<long>(b.tiles.size());
     const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
-    std::vector<unsigned char> active(b.tiles.size(), 0);
+    if (owned <= 0) return;
+    // seq[2 t + as_col]: how many of this process's tiles write the block
+    // before tile t does.
+    const long nq = row_blocks(b);
+    std::vector<long> seq(2 * b.tiles.size(), 0);
+    for (long q = 0; q < nq; ++q) {
+      long k = 0;
+      for_touches(b, q, [&](std::size_t t, bool as_col) {
+        if (p.owns(t)) seq[2 * t + (as_col ? 1 : 0)] = k++;
+      });
+    }
+    std::unique_ptr<std::atomic<long>[]> done(new std::atomic<long>[static_cast<std::size_t>(nq)]);
+    for (long q = 0; q < nq; ++q) done[static_cast<std::size_t>(q)].store(0, std::memory_order_relaxed);
+    std::atomic<long> next(0);
     in_region(b, p, [&](ThreadSlot<S>& sl) {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-      for (long k = 0; k < owned; ++k) {
+      for (long k = next.fetch_add(1, std::memory_order_relaxed); k < owned;
+           k = next.fetch_add(1, std::memory_order_relaxed)) {
         const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
-        active[t] = kernel.pass2(TileRef<S>(b.cache[t]), b.tiles[t], true, b.cs, b.tile_sums[t], sl) ? 1 : 0;
-      }
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-      for (long q = 0; q < row_blocks(b); ++q) {
-        for_touches(b, q, [&](std::size_t t, bool as_col) {
-          if (!active[t]) return;
-          const Tile& tile = b.tiles[t];
-          const auto H = b.cache[t].matrix();
-          if (!as_col)
-            sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), H, b.w.middleRows(tile.c0, tile.nc), S(1));
-          else
-            sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), H.transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
-        });
+        const Tile& tile = b.tiles[t];
+        TileRef<S> X = p.cache ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+        if (!p.cache) similarity_tile(kernel, b, tile, X, sl.gemm);
+        const bool active = kernel.pass2(X, tile, p.cache, b.cs, b.tile_sums[t], sl);
+        std::atomic<long>& row = done[static_cast<std::size_t>(tile.rb)];
+        std::atomic<long>& col = done[static_cast<std::size_t>(tile.cb)];
+        const long row_seq = seq[2 * t], col_seq = seq[2 * t + 1];
+        bool row_left = true, col_left = !tile.diagonal();
+        for (int spins = 0; row_left || col_left;) {
+          bool moved = false;
+          if (row_left && row.load(std::memory_order_acquire) == row_seq) {
+            if (active) sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), X.matrix(), b.w.middleRows(tile.c0, tile.nc), S(1));
+            row.store(row_seq + 1, std::memory_order_release);
+            row_left = false;
+            moved = true;
+          }
+          if (col_left && col.load(std::memory_order_acquire) == col_seq) {
+            if (active)
+              sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), X.matrix().transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
+            col.store(col_seq + 1, std::memory_order_release);
+            col_left = false;
+            moved = true;
+          }
+          if (!moved && ++spins > 64) std::this_thread::yield();
+        }
       }
     });
   }
@@ -930,26 +929,6 @@ class Engine {
     const auto qi = static_cast<std::size_t>(q);
     for (std::size_t e = b.touch_off[qi]; e < b.touch_off[qi + 1]; ++e)
       f(static_cast<std::size_t>(b.touch[e] >> 1), (b.touch[e] & 1u) != 0);
-  }
-
-  /// Whether every round of this process's tiles has a multiple of the
-  /// threads and no diagonal tile (whose pass 2 is one product, not two),
-  /// so that rounds split evenly over the threads: the cross-view block of
-  /// CLIP and InfoNCE when its blocks divide by the threads (on two
-  /// threads, d = 128, float: gradients 0.95-0.99 of the owners').
-  /// NT-Xent's rounds hold a diagonal tile each: on two threads at d = 256,
-  /// or in double, fused rounds measured 6-8% slower than the owners.
-  static bool even_rounds(const Buffers<S>& b, const Plan& p) {
-    const auto step = static_cast<std::size_t>(p.procs);
-    for (std::size_t r = 0; r + 1 < b.rounds.size(); ++r) {
-      std::size_t count = 0;
-      for (std::size_t t = p.first_owned(b.rounds[r]); t < b.rounds[r + 1]; t += step) {
-        if (b.tiles[t].diagonal()) return false;
-        ++count;
-      }
-      if (count % static_cast<std::size_t>(p.threads) != 0) return false;
-    }
-    return true;
   }
 
   /// body(slot) on the plan's threads (one: on the caller's), each thread
