@@ -82,14 +82,12 @@ using ColArray = Eigen::Array<S, Eigen::Dynamic, 1>;
 /// {0 = first view, 1 = second view}).  `same_chunk` says the tile's diagonal
 /// holds the pairs (i, i) of one instance: self-similarities inside a view
 /// block, positive pairs in the cross-view block.  rb and cb number the row
-/// blocks of W the tile's rows and columns belong to; `slot` is where its
-/// pass-1 statistics are kept (materialised calls).
+/// blocks of W the tile's rows and columns belong to.
 struct Tile {
   Eigen::Index r0 = 0, nr = 0, c0 = 0, nc = 0;
   int view_r = 0, view_c = 0;
   bool same_chunk = false;
   Eigen::Index rb = 0, cb = 0;
-  Eigen::Index slot = 0;
   bool diagonal() const { return same_chunk && view_r == view_c; }
 };
 
@@ -170,12 +168,10 @@ struct Buffers {
   ColArray<S> weights;                    // ... and anchor weights
   ColArray<S> inv_norm;                // 1 / max(||z_r||, eps)
   std::vector<unsigned char> clamped;  // 1 where the norm was clamped
-  std::vector<Tile> tiles;             // in the order of the streamed rounds
-  std::vector<std::size_t> rounds;     // tiles[rounds[k] .. rounds[k+1]) share no row block
+  std::vector<Tile> tiles;             // by round: no two tiles of a round share a row block
   std::vector<std::size_t> touch_off;  // per row block: its entries in `touch`
   std::vector<std::uint64_t> touch;    // (tile << 1 | as_column) of every tile touching a block
   std::vector<TileArray<S>> cache;     // materialised tiles (pass 2 reads them)
-  TileStats<S> tile_stats;             // materialised calls: every tile's statistics, stacked
   std::vector<PairSums> tile_sums;     // per tile, both passes
   std::vector<ThreadSlot<S>> slots;
   RowStats<S> stats;
@@ -200,8 +196,8 @@ struct Buffers {
                     sz(inv_norm) + clamped.size() + sz(stats.m) + sz(stats.s) + sz(cs.pos) +
                     sz(cs.lse) + sz(cs.lse_neg) + sz(cs.alpha) + sz(cs.alpha2) + sz(coef) + sizeof(S) * losses.size() + sz(keys) +
                     sz(dkeys) + sz(keys_inv_norm) + sz(scratch) + keys_clamped.size() + sizeof(Tile) * tiles.size() +
-                    sizeof(std::size_t) * (rounds.size() + touch_off.size()) + sizeof(std::uint64_t) * touch.size() +
-                    sizeof(PairSums) * tile_sums.size() + ts_bytes(tile_stats) + sz(logits) +
+                    sizeof(std::size_t) * touch_off.size() + sizeof(std::uint64_t) * touch.size() +
+                    sizeof(PairSums) * tile_sums.size() + sz(logits) +
                     sizeof(Eigen::Index) * (cand.capacity() + drawn.capacity());
     for (const auto& t : cache) b += sz(t);
     for (const auto& sl : slots) b += sz(sl.x) + sz(sl.h) + sz(sl.v) + ts_bytes(sl.ts) + sl.gemm.bytes();

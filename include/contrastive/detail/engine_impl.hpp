@@ -6,18 +6,18 @@
 // for I <= J).  Pass 1 computes every tile once and gives the kernel's
 // per-row statistics; pass 2 turns every tile into H = dL/dK and applies
 // dW_I += H W_J, dW_J += H^T W_I.  dW is one shared 2n x d matrix: no
-// thread and no process keeps a private copy of it.  Two schedules keep the
-// writes free of races and the sums in a fixed order (results bitwise the
-// same for every thread count):
+// thread and no process keeps a private copy of it.
 //
-//  * materialised (the tiles fit memory_budget_bytes): tiles are computed in
-//    parallel (any thread, any order), each tile's statistics kept apart;
-//    then each row block is owned by one thread, which adds the statistics
-//    and the GEMMs of the tiles touching it in tile order;
-//  * streamed (they do not): tiles are dealt in rounds in which no two tiles
-//    share a row block, so every tile adds its statistics and GEMMs straight
-//    into the shared arrays; pass 2 recomputes the tiles.  Memory is
-//    O(n d + threads tile^2) (Workspace::bytes(), formula in the README).
+// The tiles are ordered in rounds in which no two tiles share a row block
+// (build_tiles).  Both passes hand them out in that order, one at a time, to
+// whichever thread is free (flow): the thread computes the tile (into the
+// tile cache when the tiles fit memory_budget_bytes, "materialised", else
+// into its scratch tile, "streamed", and pass 2 computes it again), then
+// adds its statistics (pass 1) or its GEMMs (pass 2) into the rows of its
+// two row blocks, each block waiting until the earlier tiles' additions are
+// in.  So the sums run in tile order, whatever the threads: results are
+// bitwise the same for every thread count.  Memory is O(n d + threads
+// tile^2) streamed (Workspace::bytes(), formula in the README).
 #pragma once
 
 #include <algorithm>
@@ -480,7 +480,7 @@ struct Plan {
   Eigen::Index chunk = 1;     // tile edge
   Eigen::Index blocks = 0;    // row blocks per view
   int threads = 1;
-  bool materialised = false;  // per-tile statistics, owners merge (else rounds)
+  bool materialised = false;  // the tiles fit memory_budget_bytes (else streamed)
   bool cache = false;         // tiles kept between the passes
   bool cache_scratch = false; // a value call computing its tiles in a gradient call's cache
   bool gradient = false;      // the gradient pass runs
@@ -488,11 +488,6 @@ struct Plan {
   bool online = false;
   int rank = 0, procs = 1;    // this process computes the tiles t with t % procs == rank
   bool owns(std::size_t t) const { return static_cast<int>(t % static_cast<std::size_t>(procs)) == rank; }
-  /// The first tile >= lo this process owns.
-  std::size_t first_owned(std::size_t lo) const {
-    const auto P = static_cast<std::size_t>(procs), r = static_cast<std::size_t>(rank);
-    return lo + (r + P - lo % P) % P;
-  }
 };
 
 /// This process's share of a call across processes (a null group: the
@@ -631,14 +626,13 @@ class Engine {
       if (!p.cache && !p.cache_scratch) sl.x.resize(p.chunk, p.chunk);
       sl.v.resize(4 * p.chunk);
       sl.chunk = p.chunk;
-      if (!p.materialised) size_stats(sl.ts, p.chunk, k, p.online);
+      size_stats(sl.ts, p.chunk, k, p.online);
     }
     b.stats.s.setZero(n2, k);
     if (p.online) b.stats.m.setZero(n2);
     b.tile_sums.assign(b.tiles.size(), PairSums{});
     b.cs.sums = PairSums{};
     b.cs.dtau = 0;
-    if (p.materialised) size_stats(b.tile_stats, static_cast<Eigen::Index>(b.tiles.size()) * p.chunk, k, p.online);
     if (p.gradient) b.dw.setZero(n2, d);
     if (p.cache) {
       b.cache.resize(b.tiles.size());
@@ -649,7 +643,6 @@ class Engine {
       // (A value-only call keeps them for the next gradient call.)
       b.cache.clear();
       b.cache.shrink_to_fit();
-      b.tile_stats = TileStats<S>{};
     }
   }
 
@@ -746,16 +739,14 @@ class Engine {
     (void)k;
   }
 
-  /// The tile's view of its statistics in `ts`, starting at row `off`.
-  static TileOut<S> tile_out(TileStats<S>& ts, Eigen::Index off, const Tile& t, PairSums& sums) {
+  /// The tile's view of its statistics in the thread's `ts`.
+  static TileOut<S> tile_out(TileStats<S>& ts, const Tile& t, PairSums& sums) {
     const Eigen::Index k = ts.rows.cols();
-    // A kernel without statistics gets empty views (no offset into an
+    // A kernel without statistics gets empty views (no pointer into an
     // empty array, whose data pointer is null).
     if (k == 0) return TileOut<S>{ts.rows.block(0, 0, 0, 0), ts.cols.block(0, 0, 0, 0), nullptr, nullptr, false, false, &sums};
-    TileOut<S> out{ts.rows.block(off, 0, t.nr, k), ts.cols.block(off, 0, t.nc, k),
-                   ts.rows_m.size() ? ts.rows_m.data() + off : nullptr,
-                   ts.cols_m.size() ? ts.cols_m.data() + off : nullptr, false, false, &sums};
-    return out;
+    return TileOut<S>{ts.rows.topRows(t.nr), ts.cols.topRows(t.nc), ts.rows_m.size() ? ts.rows_m.data() : nullptr,
+                      ts.cols_m.size() ? ts.cols_m.data() : nullptr, false, false, &sums};
   }
 
   /// X = logit_scale * W_I W_J^T.  A diagonal tile (I == J, one view) is
@@ -790,90 +781,82 @@ class Engine {
     return std::max(kDiagStripMin, (h + 15) / 16 * 16);
   }
 
-  /// Pass 1: every tile once; the kernel's statistics merged per row in a
-  /// fixed order.
+  /// Pass 1: every tile once (into its cache entry, or the thread's scratch
+  /// tile), its statistics added into the rows and columns it covers, each
+  /// row block's in tile order (flow).
   template <typename Kernel>
   static void pass1(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
-    const long ntiles = static_cast<long>(b.tiles.size());
-    const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
-    if (p.materialised) {
-      std::vector<unsigned char> flags(b.tiles.size(), 0);
-      in_region(b, p, [&](ThreadSlot<S>& sl) {
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (long k = 0; k < owned; ++k) {
-          const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
+    const bool keep = p.cache || p.cache_scratch;
+    flow(
+        b, p,
+        [&](std::size_t t, ThreadSlot<S>& sl) {
           const Tile& tile = b.tiles[t];
-          TileRef<S> X = (p.cache || p.cache_scratch) ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+          TileRef<S> X = keep ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
           similarity_tile(kernel, b, tile, X, sl.gemm, lower_diagonal(kernel, p.cache));
-          TileOut<S> out = tile_out(b.tile_stats, tile.slot * p.chunk, tile, b.tile_sums[t]);
+          TileOut<S> out = tile_out(sl.ts, tile, b.tile_sums[t]);
           kernel.pass1(X, tile, b.cs, out, p.cache, sl);
-          flags[t] = static_cast<unsigned char>((out.has_rows ? 1 : 0) | (out.has_cols ? 2 : 0));
-        }
-        if (p.stats > 0) {
-          // Owners: each row block adds the statistics of its tiles in tile order.
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-          for (long q = 0; q < row_blocks(b); ++q) {
-            for_touches(b, q, [&](std::size_t t, bool as_col) {
-              const Tile& tile = b.tiles[t];
-              const Eigen::Index off = tile.slot * p.chunk;
-              if (!as_col && (flags[t] & 1u))
-                merge(b.stats, p.online, tile.r0, b.tile_stats.rows.middleRows(off, tile.nr),
-                      p.online ? b.tile_stats.rows_m.data() + off : nullptr);
-              if (as_col && (flags[t] & 2u))
-                merge(b.stats, p.online, tile.c0, b.tile_stats.cols.middleRows(off, tile.nc),
-                      p.online ? b.tile_stats.cols_m.data() + off : nullptr);
-            });
-          }
-        }
-      });
-      return;
-    }
-    // Streamed: rounds of tiles that share no row block.
-    in_region(b, p, [&](ThreadSlot<S>& sl) {
-      for (std::size_t k = 0; k + 1 < b.rounds.size(); ++k) {
-        const long lo = static_cast<long>(p.first_owned(b.rounds[k])), hi = static_cast<long>(b.rounds[k + 1]);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (long ti = lo; ti < hi; ti += p.procs) {
-          const auto t = static_cast<std::size_t>(ti);
+          return (out.has_rows ? 1 : 0) | (out.has_cols ? 2 : 0);
+        },
+        [&](std::size_t t, int has, bool as_col, ThreadSlot<S>& sl) {
           const Tile& tile = b.tiles[t];
-          TileRef<S> X(sl.x.topLeftCorner(tile.nr, tile.nc));
-          similarity_tile(kernel, b, tile, X, sl.gemm, lower_diagonal(kernel, false));
-          TileOut<S> out = tile_out(sl.ts, 0, tile, b.tile_sums[t]);
-          kernel.pass1(X, tile, b.cs, out, false, sl);
-          if (out.has_rows)
+          if (!as_col && (has & 1))
             merge(b.stats, p.online, tile.r0, sl.ts.rows.topRows(tile.nr), p.online ? sl.ts.rows_m.data() : nullptr);
-          if (out.has_cols)
+          if (as_col && (has & 2))
             merge(b.stats, p.online, tile.c0, sl.ts.cols.topRows(tile.nc), p.online ? sl.ts.cols_m.data() : nullptr);
-        }
-      }
-    });
+        });
   }
 
-  /// Pass 2: every tile's H = dL/dK and its two products (one for a
+  /// Pass 2: every tile's H = dL/dK and its two products into dW (one for a
   /// diagonal tile, whose H already holds G + G^T of the symmetric block),
-  /// done together while the tile is in cache: a streamed tile is formed
-  /// again here, a cached one is read once.
-  ///
-  /// Tiles are handed out in tile order, one at a time, to whichever thread
-  /// is free.  A product into row block q waits until q has received the
-  /// products of this process's tiles before it (a counter per row block),
-  /// so every block sums its products in tile order, as on one thread: the
-  /// same bits on any number of threads.  No thread waits for a round to
-  /// end; it waits only when the block it writes is still taken.  The
-  /// thread holding the lowest unfinished tile never waits (every tile
-  /// before it is done), so the loop cannot deadlock.
+  /// while the tile is in cache: a streamed tile is formed again here, a
+  /// cached one is read once.  Each row block gets its products in tile
+  /// order (flow).
   template <typename Kernel>
   static void pass2(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
+    const auto tile_x = [&](std::size_t t, ThreadSlot<S>& sl) {
+      const Tile& tile = b.tiles[t];
+      return p.cache ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+    };
+    flow(
+        b, p,
+        [&](std::size_t t, ThreadSlot<S>& sl) {
+          const Tile& tile = b.tiles[t];
+          TileRef<S> X = tile_x(t, sl);
+          if (!p.cache) similarity_tile(kernel, b, tile, X, sl.gemm);
+          return kernel.pass2(X, tile, p.cache, b.cs, b.tile_sums[t], sl) ? 1 : 0;
+        },
+        [&](std::size_t t, int active, bool as_col, ThreadSlot<S>& sl) {
+          if (!active) return;
+          const Tile& tile = b.tiles[t];
+          const TileRef<S> X = tile_x(t, sl);
+          if (!as_col)
+            sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), X.matrix(), b.w.middleRows(tile.c0, tile.nc), S(1));
+          else
+            sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), X.matrix().transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
+        });
+  }
+
+  /// Runs this process's tiles on the plan's threads: handed out in tile
+  /// order, one at a time, to whichever thread is free, which calls
+  /// `r = form(t, slot)` (the tile's own work, any order), then
+  /// `into(t, r, as_column, slot)` once for the tile's row block and once
+  /// for its column block (not for a diagonal tile, whose column block is
+  /// its row block), in whichever order the blocks become free.
+  ///
+  /// `into` for row block q waits until q has had `into` of every earlier
+  /// tile of this process (a counter per block, release/acquire), so every
+  /// block sums its contributions in tile order, as on one thread: the same
+  /// bits on any number of threads.  The tile order is the order of the
+  /// rounds (no two tiles of a round share a row block), so consecutive
+  /// tiles rarely wait for each other, and no thread waits for a round to
+  /// end.  The thread holding the lowest unfinished tile never waits (every
+  /// tile before it is done), so the loop cannot deadlock.
+  template <typename Form, typename Into>
+  static void flow(Buffers<S>& b, const Plan& p, const Form& form, const Into& into) {
     const long ntiles = static_cast<long>(b.tiles.size());
     const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
     if (owned <= 0) return;
-    // seq[2 t + as_col]: how many of this process's tiles write the block
+    // seq[2 t + as_col]: how many of this process's tiles reach the block
     // before tile t does.
     const long nq = row_blocks(b);
     std::vector<long> seq(2 * b.tiles.size(), 0);
@@ -891,26 +874,17 @@ class Engine {
            k = next.fetch_add(1, std::memory_order_relaxed)) {
         const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
         const Tile& tile = b.tiles[t];
-        TileRef<S> X = p.cache ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
-        if (!p.cache) similarity_tile(kernel, b, tile, X, sl.gemm);
-        const bool active = kernel.pass2(X, tile, p.cache, b.cs, b.tile_sums[t], sl);
-        std::atomic<long>& row = done[static_cast<std::size_t>(tile.rb)];
-        std::atomic<long>& col = done[static_cast<std::size_t>(tile.cb)];
-        const long row_seq = seq[2 * t], col_seq = seq[2 * t + 1];
-        bool row_left = true, col_left = !tile.diagonal();
-        for (int spins = 0; row_left || col_left;) {
+        const int r = form(t, sl);
+        std::atomic<long>* block[2] = {&done[static_cast<std::size_t>(tile.rb)], &done[static_cast<std::size_t>(tile.cb)]};
+        bool left[2] = {true, !tile.diagonal()};
+        for (int spins = 0; left[0] || left[1];) {
           bool moved = false;
-          if (row_left && row.load(std::memory_order_acquire) == row_seq) {
-            if (active) sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), X.matrix(), b.w.middleRows(tile.c0, tile.nc), S(1));
-            row.store(row_seq + 1, std::memory_order_release);
-            row_left = false;
-            moved = true;
-          }
-          if (col_left && col.load(std::memory_order_acquire) == col_seq) {
-            if (active)
-              sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), X.matrix().transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
-            col.store(col_seq + 1, std::memory_order_release);
-            col_left = false;
+          for (int c = 0; c < 2; ++c) {
+            const long mine = seq[2 * t + static_cast<std::size_t>(c)];
+            if (!left[c] || block[c]->load(std::memory_order_acquire) != mine) continue;
+            into(t, r, c == 1, sl);
+            block[c]->store(mine + 1, std::memory_order_release);
+            left[c] = false;
             moved = true;
           }
           if (!moved && ++spins > 64) std::this_thread::yield();
@@ -1017,13 +991,7 @@ class Engine {
     }
     std::stable_sort(entries.begin(), entries.end(), [](const Entry& x, const Entry& y) { return x.round < y.round; });
     b.tiles.clear();
-    b.rounds.clear();
-    for (std::size_t k = 0; k < entries.size(); ++k) {
-      if (k == 0 || entries[k].round != entries[k - 1].round) b.rounds.push_back(k);
-      entries[k].t.slot = static_cast<Eigen::Index>(k);
-      b.tiles.push_back(entries[k].t);
-    }
-    b.rounds.push_back(entries.size());
+    for (const auto& e : entries) b.tiles.push_back(e.t);
     // Per row block, the tiles touching it, in tile order.
     const auto nq = static_cast<std::size_t>(views * nb);
     b.touch_off.assign(nq + 1, 0);
