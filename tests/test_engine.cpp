@@ -287,8 +287,8 @@ TEST_CASE("streaming keeps the workspace O(n d + threads tile^2 + tiles)", "[eng
   // row the inverse norm, a clamp flag, K = 2 statistics with their shift
   // and 4 results; per thread one tile, 4 + 4K + 2 vectors of a tile edge;
   // the packing buffers of the tile products, at most t (max(t, d) + d);
-  // per tile its description, two block links and its pair sums; the
-  // blocks' link offsets.
+  // per tile its description, its two turns (row and column block) and its
+  // pair sums.
   const auto N = static_cast<std::size_t>(n), D = static_cast<std::size_t>(d);
   const std::size_t nb = (N + 31) / 32, chunk = 32, k = 2;
   const std::size_t ntiles = 3 * nb * nb;  // at most: three view blocks of nb x nb tiles
@@ -296,8 +296,7 @@ TEST_CASE("streaming keeps the workspace O(n d + threads tile^2 + tiles)", "[eng
       sizeof(double) * (2 * (2 * N * D) + 2 * N * (1 + k + 1 + 4) +
                         (chunk * chunk + (4 + 2 * k + 2) * chunk + chunk * (std::max(chunk, D) + D))) +
       2 * N +
-      ntiles * (sizeof(contrastive::detail::Tile) + 2 * sizeof(std::uint64_t) + sizeof(contrastive::detail::PairSums)) +
-      sizeof(std::size_t) * (2 * nb + 1);
+      ntiles * (sizeof(contrastive::detail::Tile) + 2 * sizeof(std::uint32_t) + sizeof(contrastive::detail::PairSums));
   CHECK(ws.bytes() <= bound);
 }
 

@@ -169,8 +169,7 @@ struct Buffers {
   ColArray<S> inv_norm;                // 1 / max(||z_r||, eps)
   std::vector<unsigned char> clamped;  // 1 where the norm was clamped
   std::vector<Tile> tiles;             // by round: no two tiles of a round share a row block
-  std::vector<std::size_t> touch_off;  // per row block: its entries in `touch`
-  std::vector<std::uint64_t> touch;    // (tile << 1 | as_column) of every tile touching a block
+  std::vector<std::uint32_t> seq;      // per tile: its turn in its row block and its column block
   std::vector<TileArray<S>> cache;     // materialised tiles (pass 2 reads them)
   std::vector<PairSums> tile_sums;     // per tile, both passes
   std::vector<ThreadSlot<S>> slots;
@@ -196,7 +195,7 @@ struct Buffers {
                     sz(inv_norm) + clamped.size() + sz(stats.m) + sz(stats.s) + sz(cs.pos) +
                     sz(cs.lse) + sz(cs.lse_neg) + sz(cs.alpha) + sz(cs.alpha2) + sz(coef) + sizeof(S) * losses.size() + sz(keys) +
                     sz(dkeys) + sz(keys_inv_norm) + sz(scratch) + keys_clamped.size() + sizeof(Tile) * tiles.size() +
-                    sizeof(std::size_t) * touch_off.size() + sizeof(std::uint64_t) * touch.size() +
+                    sizeof(std::uint32_t) * seq.size() +
                     sizeof(PairSums) * tile_sums.size() + sz(logits) +
                     sizeof(Eigen::Index) * (cand.capacity() + drawn.capacity());
     for (const auto& t : cache) b += sz(t);

@@ -341,7 +341,8 @@ inline void make_eigen_serial() {
 //                bool keep, ThreadSlot<S>& slot) const;
 //            X is the fresh tile: writes the tile's statistics into `out`
 //            and its pair sums; with `keep` the tile is cached for pass 2
-//            and X may be left in whatever form pass 2 wants it (kept)
+//            and X may be left in whatever form pass 2 wants it (kept).
+//            A diagonal tile's columns are its rows: it sets has_cols false
 //   double finish(const RowMatrix<S>& W, const RowStats<S>& stats, CallStats<S>& cs) const;
 //            after pass 1 (statistics merged over tiles): fills cs, returns
 //            the value (the engine adds the pair sums' value)
@@ -598,14 +599,16 @@ class Engine {
                  "is too small for a batch of " + std::to_string(n) + " pairs (it would take more than 2^26 tiles) " +
                      got(opt.tile_size));
     build_tiles(kernel, b, n, p.chunk, p.blocks, b.views);
+    sequence(b, p);
     const auto ntiles = static_cast<long>(b.tiles.size());
     double cache_bytes = 0;
     for (std::size_t t = 0; t < b.tiles.size(); ++t)
       if (p.owns(t))
         cache_bytes += static_cast<double>(sizeof(S)) * static_cast<double>(b.tiles[t].nr) * static_cast<double>(b.tiles[t].nc);
-    // No tile (a kernel of pair terms only, O(n d)): nothing to share, no parallel region.
-    const long units = ntiles == 0 ? 1 : std::max<long>(ntiles, 2 * static_cast<long>(p.blocks));
-    p.threads = static_cast<int>(std::max<long>(1, std::min<long>(threads, units)));
+    // Threads share out this process's tiles: no more threads than tiles
+    // (no tile, a kernel of pair terms only: no parallel region).
+    const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
+    p.threads = static_cast<int>(std::max<long>(1, std::min<long>(threads, owned)));
     p.materialised = cache_bytes <= static_cast<double>(opt.memory_budget_bytes);
     p.cache = p.materialised && want_grad;
     // A value call between gradient calls computes its tiles in their cache
@@ -795,6 +798,7 @@ class Engine {
           similarity_tile(kernel, b, tile, X, sl.gemm, lower_diagonal(kernel, p.cache));
           TileOut<S> out = tile_out(sl.ts, tile, b.tile_sums[t]);
           kernel.pass1(X, tile, b.cs, out, p.cache, sl);
+          eigen_assert(!(tile.diagonal() && out.has_cols));  // (the contract: its rows are its columns)
           return (out.has_rows ? 1 : 0) | (out.has_cols ? 2 : 0);
         },
         [&](std::size_t t, int has, bool as_col, ThreadSlot<S>& sl) {
@@ -803,7 +807,8 @@ class Engine {
             merge(b.stats, p.online, tile.r0, sl.ts.rows.topRows(tile.nr), p.online ? sl.ts.rows_m.data() : nullptr);
           if (as_col && (has & 2))
             merge(b.stats, p.online, tile.c0, sl.ts.cols.topRows(tile.nc), p.online ? sl.ts.cols_m.data() : nullptr);
-        });
+        },
+        p.stats > 0);
   }
 
   /// Pass 2: every tile's H = dL/dK and its two products into dW (one for a
@@ -833,7 +838,8 @@ class Engine {
             sl.gemm.add(b.dw.middleRows(tile.r0, tile.nr), X.matrix(), b.w.middleRows(tile.c0, tile.nc), S(1));
           else
             sl.gemm.add(b.dw.middleRows(tile.c0, tile.nc), X.matrix().transpose(), b.w.middleRows(tile.r0, tile.nr), S(1));
-        });
+        },
+        true);
   }
 
   /// Runs this process's tiles on the plan's threads: handed out in tile
@@ -843,31 +849,24 @@ class Engine {
   /// for its column block (not for a diagonal tile, whose column block is
   /// its row block), in whichever order the blocks become free.
   ///
-  /// `into` for row block q waits until q has had `into` of every earlier
-  /// tile of this process (a counter per block, release/acquire), so every
-  /// block sums its contributions in tile order, as on one thread: the same
-  /// bits on any number of threads.  The tile order is the order of the
-  /// rounds (no two tiles of a round share a row block), so consecutive
-  /// tiles rarely wait for each other, and no thread waits for a round to
-  /// end.  The thread holding the lowest unfinished tile never waits (every
-  /// tile before it is done), so the loop cannot deadlock.
+  /// When `ordered`, `into` for row block q waits until q has had `into` of
+  /// every earlier tile of this process (a counter per block checked
+  /// against b.seq, release/acquire), so every block sums its contributions
+  /// in tile order, as on one thread: the same bits on any number of
+  /// threads.  The tile order is the order of the rounds (no two tiles of a
+  /// round share a row block), so consecutive tiles rarely wait for each
+  /// other, and no thread waits for a round to end.  The thread holding the
+  /// lowest unfinished tile never waits (every tile before it is done), so
+  /// the loop cannot deadlock.  Without `ordered` (a pass that adds nothing
+  /// into the blocks) only `form` runs.
   template <typename Form, typename Into>
-  static void flow(Buffers<S>& b, const Plan& p, const Form& form, const Into& into) {
+  static void flow(Buffers<S>& b, const Plan& p, const Form& form, const Into& into, bool ordered) {
     const long ntiles = static_cast<long>(b.tiles.size());
     const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
     if (owned <= 0) return;
-    // seq[2 t + as_col]: how many of this process's tiles reach the block
-    // before tile t does.
-    const long nq = row_blocks(b);
-    std::vector<long> seq(2 * b.tiles.size(), 0);
-    for (long q = 0; q < nq; ++q) {
-      long k = 0;
-      for_touches(b, q, [&](std::size_t t, bool as_col) {
-        if (p.owns(t)) seq[2 * t + (as_col ? 1 : 0)] = k++;
-      });
-    }
-    std::unique_ptr<std::atomic<long>[]> done(new std::atomic<long>[static_cast<std::size_t>(nq)]);
-    for (long q = 0; q < nq; ++q) done[static_cast<std::size_t>(q)].store(0, std::memory_order_relaxed);
+    const auto nq = static_cast<std::size_t>(b.views) * static_cast<std::size_t>(p.blocks);
+    std::unique_ptr<std::atomic<std::uint32_t>[]> done(new std::atomic<std::uint32_t>[nq]);
+    for (std::size_t q = 0; q < nq; ++q) done[q].store(0, std::memory_order_relaxed);
     std::atomic<long> next(0);
     in_region(b, p, [&](ThreadSlot<S>& sl) {
       for (long k = next.fetch_add(1, std::memory_order_relaxed); k < owned;
@@ -875,12 +874,14 @@ class Engine {
         const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
         const Tile& tile = b.tiles[t];
         const int r = form(t, sl);
-        std::atomic<long>* block[2] = {&done[static_cast<std::size_t>(tile.rb)], &done[static_cast<std::size_t>(tile.cb)]};
+        if (!ordered) continue;
+        std::atomic<std::uint32_t>* block[2] = {&done[static_cast<std::size_t>(tile.rb)],
+                                                &done[static_cast<std::size_t>(tile.cb)]};
         bool left[2] = {true, !tile.diagonal()};
         for (int spins = 0; left[0] || left[1];) {
           bool moved = false;
           for (int c = 0; c < 2; ++c) {
-            const long mine = seq[2 * t + static_cast<std::size_t>(c)];
+            const std::uint32_t mine = b.seq[2 * t + static_cast<std::size_t>(c)];
             if (!left[c] || block[c]->load(std::memory_order_acquire) != mine) continue;
             into(t, r, c == 1, sl);
             block[c]->store(mine + 1, std::memory_order_release);
@@ -893,23 +894,26 @@ class Engine {
     });
   }
 
-  /// The number of row blocks (views x chunks per view).
-  static long row_blocks(const Buffers<S>& b) { return static_cast<long>(b.touch_off.size()) - 1; }
-
-  /// f(t, as_column) for every tile t touching row block q, in tile order
-  /// (as_column: the block is the tile's column block).
-  template <typename F>
-  static void for_touches(const Buffers<S>& b, long q, const F& f) {
-    const auto qi = static_cast<std::size_t>(q);
-    for (std::size_t e = b.touch_off[qi]; e < b.touch_off[qi + 1]; ++e)
-      f(static_cast<std::size_t>(b.touch[e] >> 1), (b.touch[e] & 1u) != 0);
+  /// b.seq[2 t + as_column]: how many of this process's tiles before tile t
+  /// add into t's row block (column block): the value of that block's
+  /// counter when t's turn comes in flow.
+  static void sequence(Buffers<S>& b, const Plan& p) {
+    std::vector<std::uint32_t> count(static_cast<std::size_t>(b.views) * static_cast<std::size_t>(p.blocks), 0);
+    b.seq.assign(2 * b.tiles.size(), 0);
+    for (std::size_t t = 0; t < b.tiles.size(); ++t) {
+      if (!p.owns(t)) continue;
+      const Tile& tile = b.tiles[t];
+      b.seq[2 * t] = count[static_cast<std::size_t>(tile.rb)]++;
+      if (!tile.diagonal()) b.seq[2 * t + 1] = count[static_cast<std::size_t>(tile.cb)]++;
+    }
   }
 
   /// body(slot) on the plan's threads (one: on the caller's), each thread
-  /// with subnormals flushed, Eigen's GEMM serial and its own slot.  The
-  /// body's `omp for` loops share their iterations among the region's
-  /// threads.  No exception may leave an OpenMP region: the tile loops
-  /// throw none (inputs are checked before the passes start).
+  /// with subnormals flushed, Eigen's GEMM serial and its own slot.  No
+  /// exception may leave an OpenMP region: inputs are checked and the
+  /// call's buffers sized before the passes start (only a failed lazy
+  /// growth of a thread's packing or scratch buffers, std::bad_alloc,
+  /// would end the program there).
   template <typename F>
   static void in_region(Buffers<S>& b, const Plan& p, const F& body) {
 #ifdef _OPENMP
@@ -941,9 +945,8 @@ class Engine {
 #endif
   }
 
-  /// The tiles of the view blocks the kernel visits, ordered by streaming
-  /// round (no two tiles of a round share a row block), and per row block
-  /// the tiles touching it.
+  /// The tiles of the view blocks the kernel visits, ordered by round (no
+  /// two tiles of a round share a row block): flow's order.
   ///
   /// Row blocks are numbered q = view * blocks + chunk index.  Rounds:
   /// cross-view only (CLIP, InfoNCE): tile (a, c) in round (a + c) mod B,
@@ -992,21 +995,6 @@ class Engine {
     std::stable_sort(entries.begin(), entries.end(), [](const Entry& x, const Entry& y) { return x.round < y.round; });
     b.tiles.clear();
     for (const auto& e : entries) b.tiles.push_back(e.t);
-    // Per row block, the tiles touching it, in tile order.
-    const auto nq = static_cast<std::size_t>(views * nb);
-    b.touch_off.assign(nq + 1, 0);
-    for (const auto& t : b.tiles) {
-      ++b.touch_off[static_cast<std::size_t>(t.rb) + 1];
-      if (!t.diagonal()) ++b.touch_off[static_cast<std::size_t>(t.cb) + 1];
-    }
-    for (std::size_t q = 0; q < nq; ++q) b.touch_off[q + 1] += b.touch_off[q];
-    b.touch.resize(b.touch_off[nq]);
-    std::vector<std::size_t> fill(b.touch_off.begin(), b.touch_off.end() - 1);
-    for (std::size_t k = 0; k < b.tiles.size(); ++k) {
-      const Tile& t = b.tiles[k];
-      b.touch[fill[static_cast<std::size_t>(t.rb)]++] = static_cast<std::uint64_t>(k) << 1;
-      if (!t.diagonal()) b.touch[fill[static_cast<std::size_t>(t.cb)]++] = (static_cast<std::uint64_t>(k) << 1) | 1u;
-    }
   }
 };
 
