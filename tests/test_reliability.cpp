@@ -129,8 +129,8 @@ TEST_CASE("results are bitwise the same for every thread count", "[reliability][
     o.tile_size = 40;
     o.parallel_threshold = 0;
     o.memory_budget_bytes = budget;
-    // Pass 2 hands tiles to whichever thread is free and orders each row
-    // block's products by a counter: NT-Xent (diagonal tiles among full
+    // Both passes hand tiles to whichever thread is free and order each row
+    // block's additions by a counter: NT-Xent (diagonal tiles among full
     // ones) and CLIP (8 rounds of 8 tiles), streamed (budget 0) and cached.
     for (bool clip : {false, true}) {
       const auto call = [&](int threads) {

@@ -489,6 +489,8 @@ struct Plan {
   bool online = false;
   int rank = 0, procs = 1;    // this process computes the tiles t with t % procs == rank
   bool owns(std::size_t t) const { return static_cast<int>(t % static_cast<std::size_t>(procs)) == rank; }
+  /// How many of `ntiles` tiles this process computes (tiles rank, rank + procs, ...).
+  long owned(long ntiles) const { return (ntiles - rank + procs - 1) / procs; }
 };
 
 /// This process's share of a call across processes (a null group: the
@@ -607,8 +609,7 @@ class Engine {
         cache_bytes += static_cast<double>(sizeof(S)) * static_cast<double>(b.tiles[t].nr) * static_cast<double>(b.tiles[t].nc);
     // Threads share out this process's tiles: no more threads than tiles
     // (no tile, a kernel of pair terms only: no parallel region).
-    const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
-    p.threads = static_cast<int>(std::max<long>(1, std::min<long>(threads, owned)));
+    p.threads = static_cast<int>(std::max<long>(1, std::min<long>(threads, p.owned(ntiles))));
     p.materialised = cache_bytes <= static_cast<double>(opt.memory_budget_bytes);
     p.cache = p.materialised && want_grad;
     // A value call between gradient calls computes its tiles in their cache
@@ -861,14 +862,25 @@ class Engine {
   /// into the blocks) only `form` runs.
   template <typename Form, typename Into>
   static void flow(Buffers<S>& b, const Plan& p, const Form& form, const Into& into, bool ordered) {
-    const long ntiles = static_cast<long>(b.tiles.size());
-    const long owned = (ntiles - p.rank + p.procs - 1) / p.procs;
+    const long owned = p.owned(static_cast<long>(b.tiles.size()));
     if (owned <= 0) return;
     const auto nq = static_cast<std::size_t>(b.views) * static_cast<std::size_t>(p.blocks);
     std::unique_ptr<std::atomic<std::uint32_t>[]> done(new std::atomic<std::uint32_t>[nq]);
     for (std::size_t q = 0; q < nq; ++q) done[q].store(0, std::memory_order_relaxed);
     std::atomic<long> next(0);
-    in_region(b, p, [&](ThreadSlot<S>& sl) {
+    // Each thread with subnormals flushed, Eigen's GEMM serial and its own
+    // slot.  No exception may leave an OpenMP region: inputs are checked and
+    // the call's buffers sized before the passes start (only a failed lazy
+    // growth of a thread's packing or scratch buffers, std::bad_alloc, would
+    // end the program here).
+#ifdef _OPENMP
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+#endif
+    {
+      FlushSubnormals guard;
+      make_eigen_serial();
+      note_threads(b);
+      ThreadSlot<S>& sl = slot(b);
       for (long k = next.fetch_add(1, std::memory_order_relaxed); k < owned;
            k = next.fetch_add(1, std::memory_order_relaxed)) {
         const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
@@ -891,7 +903,7 @@ class Engine {
           if (!moved && ++spins > 64) std::this_thread::yield();
         }
       }
-    });
+    }
   }
 
   /// b.seq[2 t + as_column]: how many of this process's tiles before tile t
@@ -905,25 +917,6 @@ class Engine {
       const Tile& tile = b.tiles[t];
       b.seq[2 * t] = count[static_cast<std::size_t>(tile.rb)]++;
       if (!tile.diagonal()) b.seq[2 * t + 1] = count[static_cast<std::size_t>(tile.cb)]++;
-    }
-  }
-
-  /// body(slot) on the plan's threads (one: on the caller's), each thread
-  /// with subnormals flushed, Eigen's GEMM serial and its own slot.  No
-  /// exception may leave an OpenMP region: inputs are checked and the
-  /// call's buffers sized before the passes start (only a failed lazy
-  /// growth of a thread's packing or scratch buffers, std::bad_alloc,
-  /// would end the program there).
-  template <typename F>
-  static void in_region(Buffers<S>& b, const Plan& p, const F& body) {
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
-#endif
-    {
-      FlushSubnormals guard;
-      make_eigen_serial();
-      note_threads(b);
-      body(slot(b));
     }
   }
 
