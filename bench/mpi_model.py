@@ -71,13 +71,13 @@ def memory(loss, n, d, P, threads=1):
 def ring_bytes(n, d, P):
     f = (P - 1) / P
     gather = f * (2 * n * (d + 1) * S + 2 * n)
-    reduce = 2 * f * (2 * n * K * S + 48)
+    reduce = 2 * f * (2 * n * K * S + 64)  # (+ the pair sums and failure flag of both passes)
     scatter = f * 2 * n * d * S
     return (P - 1) * RECORD + gather + reduce + scatter
 
 
 def payload_bytes(n, d, P):
-    return 512 * P + 2 * n * (d + 1) * S + 2 * n + 2 * n * K * S + 48 + 2 * n * d * S
+    return RECORD * P + 2 * n * (d + 1) * S + 2 * n + 2 * n * K * S + 64 + 2 * n * d * S
 
 
 def flops(loss, n, d):

@@ -2,12 +2,17 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 #include <random>
 
@@ -198,5 +203,51 @@ inline std::vector<ReferenceCase> read_reference(const std::string& path) {
   }
   return cases;
 }
+
+/// The exception FailingKernel throws.
+struct InjectedFault : std::runtime_error {
+  InjectedFault() : std::runtime_error("injected fault") {}
+};
+
+/// NT-Xent's kernel (tau = 0.2) that throws InjectedFault in pass `pass` (1
+/// or 2) at the `at`-th tile it is given, counted over all threads; `at` < 0:
+/// never.  Stands in for any exception inside the engine's parallel region
+/// (e.g. std::bad_alloc from a thread's buffer growth).  The failing tile
+/// first sleeps 5 ms, so the other threads run ahead to tiles that wait for
+/// its row blocks' turn (which never comes).  It does not
+/// declare lower_diagonal (the contract: not inherited), so the engine
+/// mirrors its diagonal tiles.
+template <typename S>
+struct FailingKernel : contrastive::detail::InfoNCEKernel<S> {
+  using Base = contrastive::detail::InfoNCEKernel<S>;
+  FailingKernel(Eigen::Index n, int pass, long at) : Base(params(), n), pass_(pass), at_(at) {}
+
+  void pass1(contrastive::detail::TileRef<S> x, const contrastive::detail::Tile& t,
+             const contrastive::detail::CallStats<S>& cs, contrastive::detail::TileOut<S>& out, bool keep,
+             contrastive::detail::ThreadSlot<S>& slot) const {
+    if (pass_ == 1 && seen_->fetch_add(1) == at_) fail();
+    Base::pass1(x, t, cs, out, keep, slot);
+  }
+  bool pass2(contrastive::detail::TileRef<S> x, const contrastive::detail::Tile& t, bool kept,
+             const contrastive::detail::CallStats<S>& cs, contrastive::detail::PairSums& sums,
+             contrastive::detail::ThreadSlot<S>& slot) const {
+    if (pass_ == 2 && seen_->fetch_add(1) == at_) fail();
+    return Base::pass2(x, t, kept, cs, sums, slot);
+  }
+
+ private:
+  [[noreturn]] static void fail() {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    throw InjectedFault();
+  }
+  static contrastive::InfoNCEFamilyParams params() {
+    contrastive::InfoNCEFamilyParams p;
+    p.temperature = 0.2;
+    return p;  // (the family's defaults are NT-Xent's)
+  }
+  int pass_;
+  long at_;
+  std::shared_ptr<std::atomic<long>> seen_ = std::make_shared<std::atomic<long>>(0);
+};
 
 }  // namespace testing

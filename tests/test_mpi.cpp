@@ -272,6 +272,54 @@ TEST_CASE("bad or mismatched calls throw on every process, and none hangs", "[mp
   CHECK(std::isfinite(loss.value(a, b, ws, call)));
 }
 
+TEST_CASE("an exception inside one process's engine reaches every process, and none hangs", "[mpi]") {
+  using contrastive::detail::Engine;
+  contrastive::mpi::ProcessGroup group(MPI_COMM_WORLD);
+  std::mt19937_64 rng(11);
+  const Eigen::Index n = 96;
+  const MatD za = uneven_rows(n, 8, rng), zb = uneven_rows(n, 8, rng);
+  // The engine on this process's share of the tiles, as EngineCall runs it
+  // after gathering the rows (every process holds the whole batch here).
+  contrastive::detail::Distribution dist;
+  dist.group = &group;
+  dist.rank = rank_;
+  dist.procs = procs_;
+  dist.n = n;
+  for (Eigen::Index rows : shard_sizes(n)) dist.rows.push_back(static_cast<long long>(rows));
+  const Shard sh = my_shard(n);
+  dist.offset = sh.offset;
+  dist.local = sh.rows;
+  contrastive::EngineOptions o;
+  o.tile_size = 16;  // 78 tiles, at least 19 on each process
+  const auto run = [&](const FailingKernel<double>& kernel, contrastive::detail::Buffers<double>& b) {
+    Engine<double>::load(b, za, zb, "test");
+    return Engine<double>::run(kernel, b, o, true, "test", dist);
+  };
+  const auto mine = [&](const MatD& dw) {
+    MatD rows(2 * sh.rows, dw.cols());
+    rows << dw.middleRows(sh.offset, sh.rows), dw.middleRows(n + sh.offset, sh.rows);
+    return rows;
+  };
+  contrastive::Workspace<double> fresh;
+  const double v_ref = run(FailingKernel<double>(n, 0, -1), contrastive::detail::buffers(fresh));
+  const MatD dw_ref = mine(contrastive::detail::buffers(fresh).dw);
+  for (int failing : {0, procs_ - 1})
+    for (int pass : {1, 2}) {
+      INFO("process " << failing << " fails in pass " << pass << "; this is process " << rank_);
+      contrastive::Workspace<double> ws;
+      auto& b = contrastive::detail::buffers(ws);
+      if (rank_ == failing)
+        CHECK_THROWS_AS(run(FailingKernel<double>(n, pass, 3), b), InjectedFault);
+      else
+        CHECK_THROWS_WITH(run(FailingKernel<double>(n, 0, -1), b),
+                          Contains("1 of " + std::to_string(procs_) + " processes failed inside the engine"));
+      // Every process left the call at the same collective: the next call
+      // on the same workspaces runs as on fresh ones.
+      CHECK(near(run(FailingKernel<double>(n, 0, -1), b), v_ref, 1e-14));
+      CHECK(near(mine(b.dw), dw_ref, 1e-13));
+    }
+}
+
 int main(int argc, char** argv) {
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);

@@ -364,3 +364,39 @@ TEST_CASE("inside an enclosing OpenMP region the engine runs on the region's one
   CHECK(ok == 1);
 #endif
 }
+
+TEST_CASE("an exception inside the tile loop reaches the caller, and the workspace still works", "[reliability][engine]") {
+  using contrastive::detail::Engine;
+  std::mt19937_64 rng(101);
+  const Eigen::Index n = 150;
+  const MatD za = uneven_rows(n, 16, rng), zb = uneven_rows(n, 16, rng);
+  contrastive::EngineOptions o;
+  o.tile_size = 40;  // 4 row blocks per view: 36 tiles, 8 of them diagonal
+  o.parallel_threshold = 0;
+  const auto run = [&](const auto& kernel, contrastive::detail::Buffers<double>& b) {
+    Engine<double>::load(b, za, zb, "test");
+    return Engine<double>::run(kernel, b, o, true, "test");
+  };
+  for (std::size_t budget : {std::size_t(0), std::size_t(1) << 30}) {
+    o.memory_budget_bytes = budget;
+    o.num_threads = 1;
+    contrastive::Workspace<double> fresh;
+    const double v_ref = run(FailingKernel<double>(n, 0, -1), contrastive::detail::buffers(fresh));
+    const MatD dw_ref = contrastive::detail::buffers(fresh).dw;
+    for (int threads : {1, 2, 3})
+      for (int pass : {1, 2})
+        for (long at : {0L, 17L, 35L}) {
+          INFO("budget " << budget << ", " << threads << " threads, pass " << pass << ", tile " << at);
+          o.num_threads = threads;
+          contrastive::Workspace<double> ws;
+          auto& b = contrastive::detail::buffers(ws);
+          // The same exception, not std::terminate, and no thread left
+          // waiting for the failed tile's turn.
+          CHECK_THROWS_AS(run(FailingKernel<double>(n, pass, at), b), InjectedFault);
+          // The next call on the same workspace is the call of a fresh one.
+          const double v = run(FailingKernel<double>(n, 0, -1), b);
+          CHECK(v == v_ref);
+          CHECK(b.dw == dw_ref);
+        }
+  }
+}

@@ -28,6 +28,8 @@
 #include <exception>
 #include <limits>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -671,31 +673,46 @@ class Engine {
     return sums;
   }
 
-  /// Across processes after pass 1: every process's statistics and pair
-  /// sums become the global ones.  Fixed shifts: an element-wise sum.
+  /// Across processes after a pass: the pair sums of all processes, and
+  /// whether any process failed in it (`err`: this process's exception).
+  /// The flag rides on the pass's one all_reduce of the sums, so when one
+  /// process fails (e.g. std::bad_alloc) every process leaves the call at
+  /// the same collective: the failed one rethrows its exception, the others
+  /// throw std::runtime_error, and none waits in a later collective.
+  static PairSums sum_processes(const ProcessGroup& group, const PairSums& sums, const std::exception_ptr& err,
+                                const char* where) {
+    double v[4] = {sums.value, sums.term_derivative, sums.term_dot, err ? 1.0 : 0.0};
+    group.all_reduce(v, 4, ProcessGroup::Op::Sum);
+    if (err) std::rethrow_exception(err);
+    if (v[3] > 0)
+      throw std::runtime_error(std::string(where) + ": " + std::to_string(static_cast<long>(v[3])) + " of " +
+                               std::to_string(group.size()) +
+                               " processes failed inside the engine; every process of the call throws (the failed "
+                               "ones their own exception)");
+    return PairSums{v[0], v[1], v[2]};
+  }
+
+  /// Across processes after pass 1 (sum_processes first): every process's
+  /// statistics become the global ones.  Fixed shifts: an element-wise sum.
   /// Online shifts: the element-wise max of the shifts (rows without a
   /// term of this process's tiles take no part), each process's sums
   /// rescaled to it, then summed.
-  static void merge_processes(Buffers<S>& b, const Plan& p, const ProcessGroup& group, PairSums& sums) {
+  static void merge_processes(Buffers<S>& b, const Plan& p, const ProcessGroup& group) {
     RowStats<S>& st = b.stats;
     const Eigen::Index n2 = st.s.rows();
-    if (p.stats > 0) {
-      if (p.online) {
-        const S ninf = -std::numeric_limits<S>::infinity();
-        for (Eigen::Index r = 0; r < n2; ++r)
-          if (!(st.s(r, 0) > S(0))) st.m[r] = ninf;
-        st.m_local = st.m;
-        group.all_reduce(st.m.data(), static_cast<std::size_t>(n2), ProcessGroup::Op::Max);
-        for (Eigen::Index r = 0; r < n2; ++r) {
-          if (st.s(r, 0) > S(0)) st.s.row(r) *= std::exp(st.m_local[r] - st.m[r]);
-          if (st.m[r] == ninf) st.m[r] = S(0);
-        }
+    if (p.stats == 0) return;
+    if (p.online) {
+      const S ninf = -std::numeric_limits<S>::infinity();
+      for (Eigen::Index r = 0; r < n2; ++r)
+        if (!(st.s(r, 0) > S(0))) st.m[r] = ninf;
+      st.m_local = st.m;
+      group.all_reduce(st.m.data(), static_cast<std::size_t>(n2), ProcessGroup::Op::Max);
+      for (Eigen::Index r = 0; r < n2; ++r) {
+        if (st.s(r, 0) > S(0)) st.s.row(r) *= std::exp(st.m_local[r] - st.m[r]);
+        if (st.m[r] == ninf) st.m[r] = S(0);
       }
-      group.all_reduce(st.s.data(), static_cast<std::size_t>(st.s.size()), ProcessGroup::Op::Sum);
     }
-    double v[3] = {sums.value, sums.term_derivative, sums.term_dot};
-    group.all_reduce(v, 3, ProcessGroup::Op::Sum);
-    sums = PairSums{v[0], v[1], v[2]};
+    group.all_reduce(st.s.data(), static_cast<std::size_t>(st.s.size()), ProcessGroup::Op::Sum);
   }
 
   /// Across processes after pass 2: dW summed over processes, each keeping
@@ -860,6 +877,14 @@ class Engine {
   /// lowest unfinished tile never waits (every tile before it is done), so
   /// the loop cannot deadlock.  Without `ordered` (a pass that adds nothing
   /// into the blocks) only `form` runs.
+  ///
+  /// No exception leaves the parallel region (that would end the program):
+  /// the first one thrown in any thread (e.g. std::bad_alloc from the lazy
+  /// growth of a thread's packing buffers) is kept, every thread stops
+  /// taking tiles and leaves its wait (the failed tile's blocks never get
+  /// their turn), and the exception is rethrown here after the region.  The
+  /// workspace is left partly written; the next call sizes and zeroes it
+  /// again.
   template <typename Form, typename Into>
   static void flow(Buffers<S>& b, const Plan& p, const Form& form, const Into& into, bool ordered) {
     const long owned = p.owned(static_cast<long>(b.tiles.size()));
@@ -868,21 +893,13 @@ class Engine {
     std::unique_ptr<std::atomic<std::uint32_t>[]> done(new std::atomic<std::uint32_t>[nq]);
     for (std::size_t q = 0; q < nq; ++q) done[q].store(0, std::memory_order_relaxed);
     std::atomic<long> next(0);
-    // Each thread with subnormals flushed, Eigen's GEMM serial and its own
-    // slot.  No exception may leave an OpenMP region: inputs are checked and
-    // the call's buffers sized before the passes start (only a failed lazy
-    // growth of a thread's packing or scratch buffers, std::bad_alloc, would
-    // end the program here).
-#ifdef _OPENMP
-#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
-#endif
-    {
-      FlushSubnormals guard;
-      make_eigen_serial();
-      note_threads(b);
-      ThreadSlot<S>& sl = slot(b);
+    std::atomic<bool> failed(false);
+    std::exception_ptr error;  // the first exception (written once, under `failed`'s exchange)
+    // A thread's loop; returns when the tiles run out or another thread failed.
+    const auto work = [&](ThreadSlot<S>& sl) {
       for (long k = next.fetch_add(1, std::memory_order_relaxed); k < owned;
            k = next.fetch_add(1, std::memory_order_relaxed)) {
+        if (failed.load(std::memory_order_relaxed)) return;
         const auto t = static_cast<std::size_t>(p.rank + k * p.procs);
         const Tile& tile = b.tiles[t];
         const int r = form(t, sl);
@@ -900,10 +917,27 @@ class Engine {
             left[c] = false;
             moved = true;
           }
-          if (!moved && ++spins > 64) std::this_thread::yield();
+          if (moved) continue;
+          if (failed.load(std::memory_order_relaxed)) return;
+          if (++spins > 64) std::this_thread::yield();
         }
       }
+    };
+    // Each thread with subnormals flushed, Eigen's GEMM serial and its own slot.
+#ifdef _OPENMP
+#pragma omp parallel num_threads(p.threads) if (p.threads > 1)
+#endif
+    {
+      try {
+        FlushSubnormals guard;
+        make_eigen_serial();
+        note_threads(b);
+        work(slot(b));
+      } catch (...) {
+        if (!failed.exchange(true)) error = std::current_exception();
+      }
     }
+    if (error) std::rethrow_exception(error);
   }
 
   /// b.seq[2 t + as_column]: how many of this process's tiles before tile t
@@ -1000,24 +1034,39 @@ template <typename Kernel>
 double Engine<S>::run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad, const char* where,
                       const Distribution& dist) {
   static_assert(check_kernel<Kernel, S>(), "contrastive: not a kernel");
-  const Plan p = plan(kernel, b, opt, want_grad, where, dist);
-  size(b, p);
-  b.cs.online = p.online;
-  kernel.begin(b.w, b.cs);
-  pass1(kernel, b, p);
+  // Across processes an exception of a pass is held until the pass's
+  // all_reduce, which tells every process (sum_processes).
+  std::exception_ptr err;
+  const auto guarded = [&](const auto& step) {
+    if (!dist.active()) return step();
+    try {
+      step();
+    } catch (...) {
+      err = std::current_exception();
+    }
+  };
+  Plan p;
+  guarded([&] {
+    p = plan(kernel, b, opt, want_grad, where, dist);
+    size(b, p);
+    b.cs.online = p.online;
+    kernel.begin(b.w, b.cs);
+    pass1(kernel, b, p);
+  });
   PairSums sums = tile_totals(b);
-  if (dist.active()) merge_processes(b, p, *dist.group, sums);
+  if (dist.active()) {
+    sums = sum_processes(*dist.group, sums, err, where);
+    merge_processes(b, p, *dist.group);
+  }
   b.cs.sums.add(sums);
   const double value = kernel.finish(b.w, b.stats, b.cs) + sums.value;
   const Eigen::Index n = b.w.rows() / b.views;
   if (want_grad) {
     for (auto& t : b.tile_sums) t = PairSums{};
-    pass2(kernel, b, p);
+    guarded([&] { pass2(kernel, b, p); });
     sums = tile_totals(b);
     if (dist.active()) {
-      double v[3] = {sums.value, sums.term_derivative, sums.term_dot};
-      dist.group->all_reduce(v, 3, ProcessGroup::Op::Sum);
-      sums = PairSums{v[0], v[1], v[2]};
+      sums = sum_processes(*dist.group, sums, err, where);
       scatter_rows(b, dist);
     }
     b.cs.sums.add(sums);
