@@ -716,10 +716,11 @@ class Engine {
   }
 
   /// Across processes after pass 2: dW summed over processes, each keeping
-  /// its own rows (of both views) in place in b.dw.
+  /// its own rows (of both views) in place in b.dw (b.dw_local, sized by
+  /// run() before pass 1, receives them).
   static void scatter_rows(Buffers<S>& b, const Distribution& dist) {
     const Eigen::Index n = b.w.rows() / b.views, d = b.w.cols();
-    b.dw_local.resize(dist.local, d);
+    eigen_assert(b.dw_local.rows() == dist.local && b.dw_local.cols() == d);
     for (Eigen::Index view = 0; view < b.views; ++view) {
       dist.group->reduce_scatter_rows(b.dw.data() + view * n * d, b.dw_local.data(), dist.rows.data(),
                                       static_cast<std::size_t>(d));
@@ -1034,8 +1035,10 @@ template <typename Kernel>
 double Engine<S>::run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& opt, bool want_grad, const char* where,
                       const Distribution& dist) {
   static_assert(check_kernel<Kernel, S>(), "contrastive: not a kernel");
-  // Across processes an exception of a pass is held until the pass's
-  // all_reduce, which tells every process (sum_processes).
+  // Across processes an exception of a step is held until the step's
+  // all_reduce, which tells every process (sum_processes); every buffer the
+  // collectives use is sized inside a step, so no process can fail between
+  // two collectives.
   std::exception_ptr err;
   const auto guarded = [&](const auto& step) {
     if (!dist.active()) return step();
@@ -1049,6 +1052,10 @@ double Engine<S>::run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& 
   guarded([&] {
     p = plan(kernel, b, opt, want_grad, where, dist);
     size(b, p);
+    if (dist.active()) {
+      if (p.online) b.stats.m_local.resize(b.stats.m.size());
+      if (want_grad) b.dw_local.resize(dist.local, b.w.cols());
+    }
     b.cs.online = p.online;
     kernel.begin(b.w, b.cs);
     pass1(kernel, b, p);
@@ -1059,19 +1066,25 @@ double Engine<S>::run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& 
     merge_processes(b, p, *dist.group);
   }
   b.cs.sums.add(sums);
-  const double value = kernel.finish(b.w, b.stats, b.cs) + sums.value;
-  const Eigen::Index n = b.w.rows() / b.views;
-  if (want_grad) {
+  double value = 0;
+  guarded([&] {
+    value = kernel.finish(b.w, b.stats, b.cs) + sums.value;
+    if (!want_grad) return;
     for (auto& t : b.tile_sums) t = PairSums{};
-    guarded([&] { pass2(kernel, b, p); });
-    sums = tile_totals(b);
-    if (dist.active()) {
-      sums = sum_processes(*dist.group, sums, err, where);
-      scatter_rows(b, dist);
-    }
-    b.cs.sums.add(sums);
-    kernel.pair_terms(b.w, b.cs, b.dw, dist.active() ? dist.offset : 0, dist.active() ? dist.offset + dist.local : n);
+    pass2(kernel, b, p);
+  });
+  if (!want_grad) {
+    if (err) std::rethrow_exception(err);  // (a value call has no later collective)
+    return value;
   }
+  sums = tile_totals(b);
+  if (dist.active()) {
+    sums = sum_processes(*dist.group, sums, err, where);
+    scatter_rows(b, dist);
+  }
+  b.cs.sums.add(sums);
+  const Eigen::Index n = b.w.rows() / b.views;
+  kernel.pair_terms(b.w, b.cs, b.dw, dist.active() ? dist.offset : 0, dist.active() ? dist.offset + dist.local : n);
   return value;
 }
 
