@@ -103,7 +103,10 @@ class AlignmentKernel {
   S logit_scale() const { return S(1); }
   int stat_count() const { return 0; }
   bool online() const { return false; }
-  void begin(const RowMatrix<S>&, CallStats<S>& cs) const { cs.alpha.setZero(n_); }
+  void begin(const RowMatrix<S>&, CallStats<S>& cs) const {
+    resize_buffer(cs.alpha, n_);
+    cs.alpha.setZero();
+  }
   void pass1(TileRef<S>, const Tile&, const CallStats<S>&, TileOut<S>&, bool, ThreadSlot<S>&) const {}
 
   /// Every pair's r_i^alpha (in double from the rows' difference), the
@@ -170,7 +173,8 @@ class UniformityKernel {
   bool online() const { return false; }
   void begin(const RowMatrix<S>& W, CallStats<S>& cs) const {
     cs.shift = scale_;
-    cs.lse.setZero(2);
+    resize_buffer(cs.lse, 2);
+    cs.lse.setZero();
     cs.alpha.setZero(W.rows());
   }
 

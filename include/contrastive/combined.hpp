@@ -148,7 +148,7 @@ class MixedKernel {
 
  private:
   static TileRef<S> second_tile(ThreadSlot<S>& sl, const Tile& t) {
-    if (sl.h.rows() < t.nr || sl.h.cols() < t.nc) sl.h.resize(sl.chunk, sl.chunk);
+    if (sl.h.rows() < t.nr || sl.h.cols() < t.nc) detail::resize_buffer(sl.h, sl.chunk, sl.chunk);
     return TileRef<S>(sl.h.topLeftCorner(t.nr, t.nc));
   }
   std::vector<TermKernel<S>> terms_;

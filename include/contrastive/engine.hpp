@@ -23,6 +23,7 @@
 
 #include "detail/checks.hpp"
 #include "detail/gemm.hpp"
+#include "detail/resize.hpp"
 #include "detail/rng.hpp"
 
 namespace contrastive {

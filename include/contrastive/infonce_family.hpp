@@ -159,12 +159,13 @@ class InfoNCEKernel {
 
   void begin(const RowMatrix<S>& W, CallStats<S>& cs) const {
     const Eigen::Index n2 = W.rows();
-    cs.pos.resize(n2);
+    resize_buffer(cs.pos, n2);
     for (Eigen::Index r = 0; r < n2; ++r) cs.pos[r] = inv_tau_ * W.row(r).dot(W.row(partner(r)));
     cs.shift = inv_tau_;
-    cs.lse.setZero(n2);
-    cs.lse_neg.setZero(n2);
-    cs.alpha.setZero(n2);
+    for (ColArray<S>* a : {&cs.lse, &cs.lse_neg, &cs.alpha}) {
+      resize_buffer(*a, n2);
+      a->setZero();
+    }
     if (sigma_ > 0.0) dclw_weights(W);
     if (eps_ > 0.0) smoothing_sums(W);
   }

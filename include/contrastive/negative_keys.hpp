@@ -244,10 +244,12 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     const double v = run(b, true, grad_negative_keys != nullptr, dtau);
     const Eigen::Index n = query.rows();
     const RowMatrix& dw = b.dw;
-    detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, 0, grad_query);
-    detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, n, grad_positive_key);
-    if (grad_negative_keys && negative_keys.rows() > 0)
-      detail::backprop_rows(b.keys, b.keys_inv_norm, b.keys_clamped, b.dkeys, 0, *grad_negative_keys);
+    const bool keys_out = grad_negative_keys && negative_keys.rows() > 0;
+    RowMatrix buf[3] = {detail::out_buffer<Scalar>(n, b.w.cols()), detail::out_buffer<Scalar>(n, b.w.cols()),
+                        detail::out_buffer<Scalar>(keys_out ? negative_keys.rows() : 0, b.w.cols())};
+    detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, 0, grad_query, buf[0]);
+    detail::backprop_rows(b.w, b.inv_norm, b.clamped, dw, n, grad_positive_key, buf[1]);
+    if (keys_out) detail::backprop_rows(b.keys, b.keys_inv_norm, b.keys_clamped, b.dkeys, 0, *grad_negative_keys, buf[2]);
     if (grad_temperature) *grad_temperature = static_cast<Scalar>(dtau);
     detail::publish_per_anchor(call, b.losses);
     return static_cast<Scalar>(v);
@@ -282,17 +284,17 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     check_inputs(q, p, nk);
     const Eigen::Index n = q.rows(), d = q.cols(), m = nk.rows();
     detail::anchor_coefficients(kName, call, n, b.coef);
-    b.w.resize(2 * n, d);
-    b.inv_norm.resize(2 * n);
+    detail::resize_buffer(b.w, 2 * n, d);
+    detail::resize_buffer(b.inv_norm, 2 * n);
     b.clamped.assign(static_cast<std::size_t>(2 * n), 0);
     detail::load_rows(b.w, b.inv_norm, b.clamped, 0, q, kName, "query");
     detail::load_rows(b.w, b.inv_norm, b.clamped, n, p, kName, "positive_key");
-    b.keys.resize(m, d);
-    b.keys_inv_norm.resize(m);
+    detail::resize_buffer(b.keys, m, d);
+    detail::resize_buffer(b.keys_inv_norm, m);
     b.keys_clamped.assign(static_cast<std::size_t>(m), 0);
     if (m > 0) detail::load_rows(b.keys, b.keys_inv_norm, b.keys_clamped, 0, nk, kName, "negative_keys");
     b.losses.assign(static_cast<std::size_t>(n), Scalar(0));
-    b.scratch.resize((params_.beta > 0.0 ? 2 : 1) * per_query(n, m));
+    detail::resize_buffer(b.scratch, (params_.beta > 0.0 ? 2 : 1) * per_query(n, m));
     b.threads = 1;
     b.streamed = false;
   }
@@ -410,15 +412,19 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     const Scalar inv_tau = static_cast<Scalar>(1.0 / params_.temperature);
     RowMatrix& dw = b.dw;
     if (grad) {
-      dw.setZero(2 * n, d);
-      if (grad_neg) b.dkeys.setZero(m, d);
+      detail::resize_buffer(dw, 2 * n, d);
+      dw.setZero();
+      if (grad_neg) {
+        detail::resize_buffer(b.dkeys, m, d);
+        b.dkeys.setZero();
+      }
     }
     // No negative keys: every l_i = 0 with zero gradients (see the top).
     if (m == 0) return 0.0;
     double value = 0.0;
     if (params_.mode == NegativeMode::PerQuery) {
       const Eigen::Index k = m / n;
-      b.logits.resize(1, k);
+      detail::resize_buffer(b.logits, 1, k);
       for (Eigen::Index i = 0; i < n; ++i) {
         const auto keys = b.keys.middleRows(i * k, k);
         auto x = b.logits.row(0).transpose().array();
@@ -442,7 +448,7 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     const auto budget_rows = static_cast<Eigen::Index>(options_.memory_budget_bytes / row_bytes);
     const Eigen::Index block =
         std::max<Eigen::Index>(1, std::min({n, std::max<Eigen::Index>(64, cache_rows), budget_rows}));
-    b.logits.resize(block, m);  // the last block uses its top rows: no reallocation
+    detail::resize_buffer(b.logits, block, m);  // the last block uses its top rows: no reallocation
     for (Eigen::Index r0 = 0; r0 < n; r0 += block) {
       const Eigen::Index nb = std::min(block, n - r0);
       const auto qb = b.w.middleRows(r0, nb);

@@ -143,8 +143,9 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
     double dtau = 0;
     const double v = run(b, ids, true, dtau);
     const Eigen::Index n = za.rows();
-    detail::backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a);
-    detail::backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b);
+    detail::RowMatrix<Scalar> buf[2] = {detail::out_buffer<Scalar>(n, b.w.cols()), detail::out_buffer<Scalar>(n, b.w.cols())};
+    detail::backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a, buf[0]);
+    detail::backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b, buf[1]);
     if (g[0]) *g[0] = static_cast<Scalar>(dtau);
     detail::publish_per_anchor(call, b.losses);
     return static_cast<Scalar>(v);
@@ -228,15 +229,15 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
                        "leave anchor " + std::to_string(r) + " without any negative (the decoupled loss would be -inf)");
       }
     }
-    b.w.resize(2 * n, d);
-    b.inv_norm.resize(2 * n);
+    detail::resize_buffer(b.w, 2 * n, d);
+    detail::resize_buffer(b.inv_norm, 2 * n);
     b.clamped.assign(static_cast<std::size_t>(2 * n), 0);
     detail::load_rows(b.w, b.inv_norm, b.clamped, 0, za, kName, "za");
     detail::load_rows(b.w, b.inv_norm, b.clamped, n, zb, kName, "zb");
     b.losses.assign(static_cast<std::size_t>(a), Scalar(0));
     // The most any anchor draws (its candidates number below 2n), twice:
     // logits with and without the weights' offsets.
-    b.scratch.resize(2 * max_draws(n));
+    detail::resize_buffer(b.scratch, 2 * max_draws(n));
     b.threads = 1;
     b.streamed = false;
     return ids;

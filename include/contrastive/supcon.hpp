@@ -154,11 +154,12 @@ class SupConOneViewKernel : public InfoNCEKernel<S> {
 
   /// The centres c_i = w_i . (C_c - w_i) / (|c| - 1) / tau.
   void begin(const RowMatrix<S>& W, CallStats<S>& cs) const {
-    cs.pos.resize(n_);
+    resize_buffer(cs.pos, n_);
     cs.shift = inv_tau_;
-    cs.lse.setZero(n_);
-    cs.lse_neg.setZero(n_);
-    cs.alpha.setZero(n_);
+    for (ColArray<S>* a : {&cs.lse, &cs.lse_neg, &cs.alpha}) {
+      resize_buffer(*a, n_);
+      a->setZero();
+    }
     sums_.setZero(count_.size(), W.cols());
     for (Eigen::Index r = 0; r < n_; ++r) sums_.row(cls_[static_cast<std::size_t>(r)]) += W.row(r).template cast<double>();
     for (Eigen::Index r = 0; r < n_; ++r) {

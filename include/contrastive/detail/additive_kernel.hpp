@@ -176,7 +176,7 @@ class SumKernel {
     const bool second = k2_.visits(t.view_r, t.view_c);
     if (!k1_.visits(t.view_r, t.view_c)) return k2_.pass2(P, t, false, cs, sums, sl);
     if (second) {
-      if (sl.h.rows() < t.nr || sl.h.cols() < t.nc) sl.h.resize(sl.chunk, sl.chunk);
+      if (sl.h.rows() < t.nr || sl.h.cols() < t.nc) resize_buffer(sl.h, sl.chunk, sl.chunk);
       k2_.tile_gradient(P, t, sl.h.topLeftCorner(t.nr, t.nc), false, sums, sl);
     }
     k1_.pass2(P, t, false, cs, sums, sl);

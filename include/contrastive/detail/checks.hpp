@@ -15,6 +15,7 @@
 #include <Eigen/Core>
 
 #include "../api.hpp"
+#include "resize.hpp"
 
 namespace contrastive {
 namespace detail {
@@ -265,7 +266,8 @@ void anchor_coefficients(const char* where, const CallOptions<S>& call, Eigen::I
          "has " + std::to_string(call.per_anchor.size()) + " entries but the loss has " + std::to_string(anchors) +
              " anchors");
   const S scale = call.reduction == Reduction::Mean ? S(1) / static_cast<S>(anchors) : S(1);
-  coef.setConstant(anchors, scale);
+  resize_buffer(coef, anchors);
+  coef.setConstant(scale);
   if (!call.anchor_weights.given()) return;
   const auto& w = call.anchor_weights;
   if (static_cast<Eigen::Index>(w.size()) != anchors)

@@ -213,8 +213,8 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
                " rows");
     check_labels(np);
     if (per) anchor_coefficients(where, call, a_local, b.coef);  // validates this process's weights and outputs
-    b.w_local.resize(views * np, d);
-    b.inv_local.resize(views * np);
+    resize_buffer(b.w_local, views * np, d);
+    resize_buffer(b.inv_local, views * np);
     b.clamped_local.assign(static_cast<std::size_t>(views * np), 0);
     load_rows(b.w_local, b.inv_local, b.clamped_local, 0, za, where, views == 2 ? "za" : "z");
     if (views == 2) load_rows(b.w_local, b.inv_local, b.clamped_local, np, zb, where, "zb");
@@ -246,8 +246,8 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
   };
   // 3. Gather the normalised rows, their norms and the per-instance options.
   b.views = views;
-  b.w.resize(views * n, d);
-  b.inv_norm.resize(views * n);
+  resize_buffer(b.w, views * n, d);
+  resize_buffer(b.inv_norm, views * n);
   b.clamped.assign(static_cast<std::size_t>(views * n), 0);
   for (Eigen::Index view = 0; view < views; ++view) {
     gather(b.w_local.data() + view * np * d, b.w.data() + view * n * d, sizeof(S) * static_cast<std::size_t>(d));
@@ -273,13 +273,15 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     // as the loss has per instance), the batch's [all za; all zb].
     const Eigen::Index a_global = loss.anchors(n);
     const Eigen::Index anchor_views = a_local / np;  // 1 one-way, 2 symmetric
-    b.weights.setOnes(a_global);
+    resize_buffer(b.weights, a_global);
+    b.weights.setOnes();
     if (call.anchor_weights.given()) {
       ColArray<S> w_local(a_local);
       for (Eigen::Index r = 0; r < a_local; ++r) w_local[r] = call.anchor_weights[static_cast<std::size_t>(r)];
       for (Eigen::Index v = 0; v < anchor_views; ++v) gather(w_local.data() + v * np, b.weights.data() + v * n, sizeof(S));
     }
     const S scale = call.reduction == Reduction::Mean ? S(1) / static_cast<S>(a_global) : S(1);
+    resize_buffer(b.coef, a_global);
     b.coef = scale * b.weights;
     b.losses.assign(static_cast<std::size_t>(a_global), S(0));
     batch.coef = &b.coef;
@@ -291,8 +293,9 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
   });
   // 5. This process's rows out.
   if (want_grad) {
-    backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga);
-    if (views == 2) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n + dist.offset, *gb);
+    RowMatrix<S> buf[2] = {out_buffer<S>(np, d), out_buffer<S>(views == 2 ? np : 0, d)};
+    backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga, buf[0]);
+    if (views == 2) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n + dist.offset, *gb, buf[1]);
   }
   if (call.per_anchor.given()) {
     const Eigen::Index anchor_views = a_local / np;

@@ -249,16 +249,24 @@ void store_rows(Out& out, Eigen::Index i0, const Rows& rows) {
   out.middleRows(i0, rows.rows()) = rows.template cast<typename O::Scalar>();
 }
 
+/// The row buffer backprop_rows forms `rows` output rows of width d in.
+/// A call with several outputs allocates all their buffers before it writes
+/// the first, so a failed allocation leaves every output untouched.
+template <typename S>
+RowMatrix<S> out_buffer(Eigen::Index rows, Eigen::Index d) {
+  return RowMatrix<S>(std::min(kRowBlock, rows), d);
+}
+
 /// Back through the normalisation for rows [r0, r0 + out.rows()):
 /// dz_r = (dw_r - w_r (w_r . dw_r)) / ||z_r||, or dw_r / eps for a clamped
-/// row, written into `out`.
+/// row, written into `out` through `buf` (out_buffer).
 template <typename S, typename Out>
 void backprop_rows(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const std::vector<unsigned char>& clamped,
-                   const RowMatrix<S>& dw, Eigen::Index r0, const Eigen::MatrixBase<Out>& out_) {
+                   const RowMatrix<S>& dw, Eigen::Index r0, const Eigen::MatrixBase<Out>& out_, RowMatrix<S>& buf) {
   auto& out = const_cast<Eigen::MatrixBase<Out>&>(out_).derived();
   // Rows are formed in a small row-major buffer and stored kRowBlock at a
   // time, so a column-major `out` is written in whole cache lines.
-  RowMatrix<S> buf(std::min(kRowBlock, out.rows()), w.cols());
+  eigen_assert(buf.rows() >= std::min(kRowBlock, out.rows()) && buf.cols() == w.cols());
   for (Eigen::Index i0 = 0; i0 < out.rows(); i0 += kRowBlock) {
     const Eigen::Index b = std::min(kRowBlock, out.rows() - i0);
     for (Eigen::Index i = 0; i < b; ++i) {
@@ -271,6 +279,14 @@ void backprop_rows(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const std
     }
     store_rows(out, i0, buf.topRows(b));
   }
+}
+
+/// backprop_rows with a buffer of its own (a call with one output).
+template <typename S, typename Out>
+void backprop_rows(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const std::vector<unsigned char>& clamped,
+                   const RowMatrix<S>& dw, Eigen::Index r0, const Eigen::MatrixBase<Out>& out) {
+  RowMatrix<S> buf = out_buffer<S>(out.rows(), w.cols());
+  backprop_rows(w, inv_norm, clamped, dw, r0, out, buf);
 }
 
 inline int resolve_threads(int requested) {
@@ -528,8 +544,8 @@ class Engine {
                    const char* where, bool parallel = false) {
     const Eigen::Index n = za.rows();
     b.views = 2;
-    b.w.resize(2 * n, za.cols());
-    b.inv_norm.resize(2 * n);
+    resize_buffer(b.w, 2 * n, za.cols());
+    resize_buffer(b.inv_norm, 2 * n);
     b.clamped.assign(static_cast<std::size_t>(2 * n), 0);
     run_two(parallel, [&](int view) {
       if (view == 0) load_rows(b.w, b.inv_norm, b.clamped, 0, za, where, "za");
@@ -550,8 +566,8 @@ class Engine {
   template <typename D>
   static void load_one(Buffers<S>& b, const Eigen::MatrixBase<D>& z, const char* where) {
     b.views = 1;
-    b.w.resize(z.rows(), z.cols());
-    b.inv_norm.resize(z.rows());
+    resize_buffer(b.w, z.rows(), z.cols());
+    resize_buffer(b.inv_norm, z.rows());
     b.clamped.assign(static_cast<std::size_t>(z.rows()), 0);
     load_rows(b.w, b.inv_norm, b.clamped, 0, z, where, "z");
   }
@@ -629,21 +645,28 @@ class Engine {
     if (p.gradient) b.streamed = !p.cache;  // (a value call leaves the last gradient call's)
     b.slots.resize(static_cast<std::size_t>(p.threads));
     for (auto& sl : b.slots) {
-      if (!p.cache && !p.cache_scratch) sl.x.resize(p.chunk, p.chunk);
-      sl.v.resize(4 * p.chunk);
+      if (!p.cache && !p.cache_scratch) resize_buffer(sl.x, p.chunk, p.chunk);
+      resize_buffer(sl.v, 4 * p.chunk);
       sl.chunk = p.chunk;
       size_stats(sl.ts, p.chunk, k, p.online);
     }
-    b.stats.s.setZero(n2, k);
-    if (p.online) b.stats.m.setZero(n2);
+    resize_buffer(b.stats.s, n2, k);
+    b.stats.s.setZero();
+    if (p.online) {
+      resize_buffer(b.stats.m, n2);
+      b.stats.m.setZero();
+    }
     b.tile_sums.assign(b.tiles.size(), PairSums{});
     b.cs.sums = PairSums{};
     b.cs.dtau = 0;
-    if (p.gradient) b.dw.setZero(n2, d);
+    if (p.gradient) {
+      resize_buffer(b.dw, n2, d);
+      b.dw.setZero();
+    }
     if (p.cache) {
       b.cache.resize(b.tiles.size());
       for (std::size_t t = 0; t < b.tiles.size(); ++t)
-        b.cache[t].resize(p.owns(t) ? b.tiles[t].nr : 0, p.owns(t) ? b.tiles[t].nc : 0);
+        resize_buffer(b.cache[t], p.owns(t) ? b.tiles[t].nr : 0, p.owns(t) ? b.tiles[t].nc : 0);
     } else if (p.gradient) {
       // Streaming: give the memory of an earlier, smaller problem's tiles back.
       // (A value-only call keeps them for the next gradient call.)
@@ -659,9 +682,10 @@ class Engine {
   static void backprop(const Buffers<S>& b, const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
                        bool parallel = false) {
     const Eigen::Index n = b.w.rows() / b.views;
+    RowMatrix<S> buf[2] = {out_buffer<S>(n, b.w.cols()), out_buffer<S>(n, b.w.cols())};
     run_two(parallel, [&](int view) {
-      if (view == 0) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a);
-      else backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b);
+      if (view == 0) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a, buf[0]);
+      else backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b, buf[1]);
     });
   }
 
@@ -729,10 +753,10 @@ class Engine {
   }
 
   static void size_stats(TileStats<S>& ts, Eigen::Index rows, Eigen::Index k, bool online) {
-    ts.rows.resize(rows, k);
-    ts.cols.resize(rows, k);
-    ts.rows_m.resize(online ? rows : 0);
-    ts.cols_m.resize(online ? rows : 0);
+    resize_buffer(ts.rows, rows, k);
+    resize_buffer(ts.cols, rows, k);
+    resize_buffer(ts.rows_m, online ? rows : 0);
+    resize_buffer(ts.cols_m, online ? rows : 0);
   }
 
   /// Adds one tile's statistics (rows r0..r0+nr of `src`, with shifts `m`
@@ -884,8 +908,8 @@ class Engine {
   /// growth of a thread's packing buffers) is kept, every thread stops
   /// taking tiles and leaves its wait (the failed tile's blocks never get
   /// their turn), and the exception is rethrown here after the region.  The
-  /// workspace is left partly written; the next call sizes and zeroes it
-  /// again.
+  /// workspace is left partly written but valid (its buffers change size
+  /// through resize_buffer); the next call sizes and zeroes what it uses.
   template <typename Form, typename Into>
   static void flow(Buffers<S>& b, const Plan& p, const Form& form, const Into& into, bool ordered) {
     const long owned = p.owned(static_cast<long>(b.tiles.size()));
@@ -1037,8 +1061,10 @@ double Engine<S>::run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& 
   static_assert(check_kernel<Kernel, S>(), "contrastive: not a kernel");
   // Across processes an exception of a step is held until the step's
   // all_reduce, which tells every process (sum_processes); every buffer the
-  // collectives use is sized inside a step, so no process can fail between
-  // two collectives.
+  // engine's collectives use is sized inside a step, so no process fails in
+  // the engine between two of them.  After the last collective (a value
+  // call's finish(), a gradient call's pair terms) a failure throws on its
+  // own process only: nobody is left waiting.
   std::exception_ptr err;
   const auto guarded = [&](const auto& step) {
     if (!dist.active()) return step();
@@ -1053,8 +1079,8 @@ double Engine<S>::run(const Kernel& kernel, Buffers<S>& b, const EngineOptions& 
     p = plan(kernel, b, opt, want_grad, where, dist);
     size(b, p);
     if (dist.active()) {
-      if (p.online) b.stats.m_local.resize(b.stats.m.size());
-      if (want_grad) b.dw_local.resize(dist.local, b.w.cols());
+      if (p.online) resize_buffer(b.stats.m_local, b.stats.m.size());
+      if (want_grad) resize_buffer(b.dw_local, dist.local, b.w.cols());
     }
     b.cs.online = p.online;
     kernel.begin(b.w, b.cs);

@@ -29,6 +29,8 @@
 
 #include <Eigen/Core>
 
+#include "resize.hpp"
+
 namespace contrastive {
 namespace detail {
 
@@ -65,8 +67,8 @@ class GemmBlocking : public Eigen::internal::level3_blocking<S, S> {
     this->m_mc = std::min(this->m_mc, m);
     this->m_nc = std::min(this->m_nc, n);
     const Eigen::Index size_a = this->m_mc * this->m_kc, size_b = this->m_kc * this->m_nc;
-    if (a_.size() < size_a) a_.resize(size_a);
-    if (b_.size() < size_b) b_.resize(size_b);
+    if (a_.size() < size_a) resize_buffer(a_, size_a);
+    if (b_.size() < size_b) resize_buffer(b_, size_b);
     this->m_blockA = a_.data();
     this->m_blockB = b_.data();
   }
