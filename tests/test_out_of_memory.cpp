@@ -28,6 +28,7 @@
 #define CONTRASTIVE_TEST_FAIL_MALLOC 0
 #endif
 
+#if CONTRASTIVE_TEST_FAIL_MALLOC
 namespace {
 // Allocations of at least kLarge bytes are counted while armed; the one
 // numbered `fail_at` returns null.  (Smaller ones, e.g. the OpenMP runtime's
@@ -35,18 +36,16 @@ namespace {
 constexpr std::size_t kLarge = 16 * 1024;
 std::atomic<bool> armed{false};
 std::atomic<long> large_seen{0};
-long fail_at = -1;
+std::atomic<long> fail_at{-1};
 }  // namespace
 
-#if CONTRASTIVE_TEST_FAIL_MALLOC
 extern "C" void* __libc_malloc(std::size_t bytes);
 extern "C" void* malloc(std::size_t bytes) noexcept {
-  if (bytes >= kLarge && armed.load(std::memory_order_relaxed) && large_seen.fetch_add(1) == fail_at) return nullptr;
+  if (bytes >= kLarge && armed.load(std::memory_order_relaxed) &&
+      large_seen.fetch_add(1) == fail_at.load(std::memory_order_relaxed))
+    return nullptr;
   return __libc_malloc(bytes);
 }
-#endif
-
-using namespace testing;
 
 namespace {
 
@@ -74,6 +73,9 @@ long fail_each_allocation(const Call& call) {
 }
 
 }  // namespace
+#endif
+
+using namespace testing;
 
 TEST_CASE("a failed allocation throws std::bad_alloc and leaves the outputs and the Workspace usable", "[reliability]") {
 #if !CONTRASTIVE_TEST_FAIL_MALLOC
