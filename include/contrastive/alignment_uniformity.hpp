@@ -103,10 +103,7 @@ class AlignmentKernel {
   S logit_scale() const { return S(1); }
   int stat_count() const { return 0; }
   bool online() const { return false; }
-  void begin(const RowMatrix<S>&, CallStats<S>& cs) const {
-    resize_buffer(cs.alpha, n_);
-    cs.alpha.setZero();
-  }
+  void begin(const RowMatrix<S>&, CallStats<S>& cs) const { zero_buffer(cs.alpha, n_); }
   void pass1(TileRef<S>, const Tile&, const CallStats<S>&, TileOut<S>&, bool, ThreadSlot<S>&) const {}
 
   /// Every pair's r_i^alpha (in double from the rows' difference), the
@@ -173,8 +170,7 @@ class UniformityKernel {
   bool online() const { return false; }
   void begin(const RowMatrix<S>& W, CallStats<S>& cs) const {
     cs.shift = scale_;
-    resize_buffer(cs.lse, 2);
-    cs.lse.setZero();
+    zero_buffer(cs.lse, 2);
     cs.alpha.setZero(W.rows());
   }
 

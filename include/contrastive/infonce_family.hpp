@@ -162,10 +162,7 @@ class InfoNCEKernel {
     resize_buffer(cs.pos, n2);
     for (Eigen::Index r = 0; r < n2; ++r) cs.pos[r] = inv_tau_ * W.row(r).dot(W.row(partner(r)));
     cs.shift = inv_tau_;
-    for (ColArray<S>* a : {&cs.lse, &cs.lse_neg, &cs.alpha}) {
-      resize_buffer(*a, n2);
-      a->setZero();
-    }
+    for (ColArray<S>* a : {&cs.lse, &cs.lse_neg, &cs.alpha}) zero_buffer(*a, n2);
     if (sigma_ > 0.0) dclw_weights(W);
     if (eps_ > 0.0) smoothing_sums(W);
   }

@@ -412,12 +412,8 @@ class InfoNCEWithNegatives : public LossSettings<NegativeKeysParams> {
     const Scalar inv_tau = static_cast<Scalar>(1.0 / params_.temperature);
     RowMatrix& dw = b.dw;
     if (grad) {
-      detail::resize_buffer(dw, 2 * n, d);
-      dw.setZero();
-      if (grad_neg) {
-        detail::resize_buffer(b.dkeys, m, d);
-        b.dkeys.setZero();
-      }
+      detail::zero_buffer(dw, 2 * n, d);
+      if (grad_neg) detail::zero_buffer(b.dkeys, m, d);
     }
     // No negative keys: every l_i = 0 with zero gradients (see the top).
     if (m == 0) return 0.0;

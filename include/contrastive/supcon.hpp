@@ -156,10 +156,7 @@ class SupConOneViewKernel : public InfoNCEKernel<S> {
   void begin(const RowMatrix<S>& W, CallStats<S>& cs) const {
     resize_buffer(cs.pos, n_);
     cs.shift = inv_tau_;
-    for (ColArray<S>* a : {&cs.lse, &cs.lse_neg, &cs.alpha}) {
-      resize_buffer(*a, n_);
-      a->setZero();
-    }
+    for (ColArray<S>* a : {&cs.lse, &cs.lse_neg, &cs.alpha}) zero_buffer(*a, n_);
     sums_.setZero(count_.size(), W.cols());
     for (Eigen::Index r = 0; r < n_; ++r) sums_.row(cls_[static_cast<std::size_t>(r)]) += W.row(r).template cast<double>();
     for (Eigen::Index r = 0; r < n_; ++r) {

@@ -650,19 +650,12 @@ class Engine {
       sl.chunk = p.chunk;
       size_stats(sl.ts, p.chunk, k, p.online);
     }
-    resize_buffer(b.stats.s, n2, k);
-    b.stats.s.setZero();
-    if (p.online) {
-      resize_buffer(b.stats.m, n2);
-      b.stats.m.setZero();
-    }
+    zero_buffer(b.stats.s, n2, k);
+    if (p.online) zero_buffer(b.stats.m, n2);
     b.tile_sums.assign(b.tiles.size(), PairSums{});
     b.cs.sums = PairSums{};
     b.cs.dtau = 0;
-    if (p.gradient) {
-      resize_buffer(b.dw, n2, d);
-      b.dw.setZero();
-    }
+    if (p.gradient) zero_buffer(b.dw, n2, d);
     if (p.cache) {
       b.cache.resize(b.tiles.size());
       for (std::size_t t = 0; t < b.tiles.size(); ++t)

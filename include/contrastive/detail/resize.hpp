@@ -31,5 +31,12 @@ void resize_buffer(X& x, Eigen::Index size) {
   x.resize(size);
 }
 
+/// resize_buffer(x, size...), then every entry zero.
+template <typename X, typename... Size>
+void zero_buffer(X& x, Size... size) {
+  resize_buffer(x, size...);
+  x.setZero();
+}
+
 }  // namespace detail
 }  // namespace contrastive
