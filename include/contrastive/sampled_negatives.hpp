@@ -143,9 +143,7 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
     double dtau = 0;
     const double v = run(b, ids, true, dtau);
     const Eigen::Index n = za.rows();
-    detail::RowMatrix<Scalar> buf[2] = {detail::out_buffer<Scalar>(n, b.w.cols()), detail::out_buffer<Scalar>(n, b.w.cols())};
-    detail::backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a, buf[0]);
-    detail::backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b, buf[1]);
+    detail::backprop_two(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a, n, grad_b);
     if (g[0]) *g[0] = static_cast<Scalar>(dtau);
     detail::publish_per_anchor(call, b.losses);
     return static_cast<Scalar>(v);

@@ -293,9 +293,8 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
   });
   // 5. This process's rows out.
   if (want_grad) {
-    RowMatrix<S> buf[2] = {out_buffer<S>(np, d), out_buffer<S>(views == 2 ? np : 0, d)};
-    backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga, buf[0]);
-    if (views == 2) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n + dist.offset, *gb, buf[1]);
+    if (views == 2) backprop_two(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga, n + dist.offset, *gb);
+    else backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga);
   }
   if (call.per_anchor.given()) {
     const Eigen::Index anchor_views = a_local / np;

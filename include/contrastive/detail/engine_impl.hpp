@@ -329,6 +329,20 @@ void run_two(bool parallel, const F& task) {
   task(1);
 }
 
+/// backprop_rows into two outputs (rows [ra, ...) into out_a, [rb, ...)
+/// into out_b), their buffers allocated before either is written; on two
+/// threads with `parallel` (run_two).
+template <typename S, typename OA, typename OB>
+void backprop_two(const RowMatrix<S>& w, const ColArray<S>& inv_norm, const std::vector<unsigned char>& clamped,
+                  const RowMatrix<S>& dw, Eigen::Index ra, const Eigen::MatrixBase<OA>& out_a, Eigen::Index rb,
+                  const Eigen::MatrixBase<OB>& out_b, bool parallel = false) {
+  RowMatrix<S> buf[2] = {out_buffer<S>(out_a.rows(), w.cols()), out_buffer<S>(out_b.rows(), w.cols())};
+  run_two(parallel, [&](int k) {
+    if (k == 0) backprop_rows(w, inv_norm, clamped, dw, ra, out_a, buf[0]);
+    else backprop_rows(w, inv_norm, clamped, dw, rb, out_b, buf[1]);
+  });
+}
+
 /// Inside the tile loop Eigen's GEMM must run serially: our threads already
 /// occupy the cores.  omp_set_num_threads here changes only the calling
 /// thread's setting for the rest of the parallel region.
@@ -674,12 +688,7 @@ class Engine {
   template <typename GA, typename GB>
   static void backprop(const Buffers<S>& b, const Eigen::MatrixBase<GA>& grad_a, const Eigen::MatrixBase<GB>& grad_b,
                        bool parallel = false) {
-    const Eigen::Index n = b.w.rows() / b.views;
-    RowMatrix<S> buf[2] = {out_buffer<S>(n, b.w.cols()), out_buffer<S>(n, b.w.cols())};
-    run_two(parallel, [&](int view) {
-      if (view == 0) backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a, buf[0]);
-      else backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, n, grad_b, buf[1]);
-    });
+    backprop_two(b.w, b.inv_norm, b.clamped, b.dw, 0, grad_a, b.w.rows() / b.views, grad_b, parallel);
   }
 
  private:
