@@ -34,7 +34,7 @@ S = 4  # float
 K = 2  # statistics of the InfoNCE family
 SIZEOF_TILE, SIZEOF_PAIRSUMS = 72, 24  # printed by mpi_scaling
 RECORD = 568  # bytes of the call record (measured: 1136 bytes gathered on 2 processes)
-COLLECTIVES = 12  # per value+gradient call, counted by mpi_scaling
+COLLECTIVES = 13  # per value+gradient call, counted by mpi_scaling
 
 
 def plan(loss, n, P, tile=256, budget=256 << 20):
@@ -71,13 +71,13 @@ def memory(loss, n, d, P, threads=1):
 def ring_bytes(n, d, P):
     f = (P - 1) / P
     gather = f * (2 * n * (d + 1) * S + 2 * n)
-    reduce = 2 * f * (2 * n * K * S + 64)  # (+ the pair sums and failure flag of both passes)
+    reduce = 2 * f * (2 * n * K * S + 64) + 2 * f * 8  # (+ the pair sums and failure flags of both passes, the allocation flag)
     scatter = f * 2 * n * d * S
     return (P - 1) * RECORD + gather + reduce + scatter
 
 
 def payload_bytes(n, d, P):
-    return RECORD * P + 2 * n * (d + 1) * S + 2 * n + 2 * n * K * S + 64 + 2 * n * d * S
+    return RECORD * P + 8 + 2 * n * (d + 1) * S + 2 * n + 2 * n * K * S + 64 + 2 * n * d * S
 
 
 def flops(loss, n, d):

@@ -1,8 +1,9 @@
 // Losses across MPI processes: every engine loss on uneven shards (one
 // process may hold a single pair) gives the value, scalar gradients and
 // the gradients of its own rows that one process computes on the
-// concatenated batch; bad or mismatched calls throw on every process and
-// none hangs.  Run by ctest under mpiexec with 1, 2, 3 and 4 processes.
+// concatenated batch; bad or mismatched calls, and failures on one process
+// (in its engine, building its kernel, allocating the gathered batch), throw
+// on every process and none hangs.  Run by ctest under mpiexec with 1, 2, 3 and 4 processes.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -10,6 +11,7 @@
 
 #include <contrastive/mpi.hpp>
 
+#include "fail_malloc.hpp"
 #include "support.hpp"
 
 using namespace testing;
@@ -76,6 +78,26 @@ void expect_global(const char* name, const Loss& loss, const Eigen::Matrix<S, -1
   // A value call agrees too.
   CHECK(near(loss.value(za.middleRows(sh.offset, sh.rows), zb.middleRows(sh.offset, sh.rows), wl, local), v, tol));
 }
+
+/// A loss on the engine (NT-Xent's kernel, tau = 0.2, via FailingKernel)
+/// whose kernel cannot be built on process `failing` (-1: on none): its
+/// with_kernel throws InjectedFault there.
+struct UnbuildableLoss {
+  explicit UnbuildableLoss(int fails_on = -1) : failing(fails_on) {}
+  int failing;
+  contrastive::EngineOptions opt;
+  const char* name() const { return "test::UnbuildableLoss"; }
+  const contrastive::EngineOptions& options() const { return opt; }
+  contrastive::detail::Accepts accepts() const { return {}; }
+  Eigen::Index anchors(Eigen::Index n) const { return 2 * n; }
+  bool requires_labels() const { return false; }
+  std::vector<double> signature() const { return {0.2}; }
+  template <typename F>
+  double with_kernel(const contrastive::detail::Batch<double>& batch, F&& f) const {
+    if (rank_ == failing) throw InjectedFault();
+    return f(FailingKernel<double>(batch.n, 0, -1));
+  }
+};
 
 }  // namespace
 
@@ -312,12 +334,75 @@ TEST_CASE("an exception inside one process's engine reaches every process, and n
         CHECK_THROWS_AS(run(FailingKernel<double>(n, pass, 3), b), InjectedFault);
       else
         CHECK_THROWS_WITH(run(FailingKernel<double>(n, 0, -1), b),
-                          Contains("1 of " + std::to_string(procs_) + " processes failed inside the engine"));
+                          Contains("1 of " + std::to_string(procs_) + " processes failed during the call"));
       // Every process left the call at the same collective: the next call
       // on the same workspaces runs as on fresh ones.
       CHECK(near(run(FailingKernel<double>(n, 0, -1), b), v_ref, 1e-14));
       CHECK(near(mine(b.dw), dw_ref, 1e-13));
     }
+}
+
+TEST_CASE("a failure on one process before its engine (the gathered batch, the kernel) reaches every process",
+          "[mpi]") {
+  contrastive::mpi::ProcessGroup group(MPI_COMM_WORLD);
+  std::mt19937_64 rng(13);
+  const Eigen::Index n = 60, d = 16;
+  const MatD za = uneven_rows(n, d, rng), zb = uneven_rows(n, d, rng);
+  const Shard sh = my_shard(n);
+  const MatD a = za.middleRows(sh.offset, sh.rows), b = zb.middleRows(sh.offset, sh.rows);
+  const auto call = contrastive::CallOptions<double>{}.with_process_group(group);
+  const std::string others = "1 of " + std::to_string(procs_) + " processes failed during the call";
+  MatD ga(sh.rows, d), gb(sh.rows, d);
+  const auto untouched = [&] { return (ga.array() == 7.0).all() && (gb.array() == 7.0).all(); };
+  // Through EngineCall, as a loss's value_and_grad calls it.
+  const auto run = [&](const UnbuildableLoss& loss, contrastive::Workspace<double>& ws) {
+    return contrastive::detail::EngineCall::run(loss, contrastive::detail::buffers(ws), a, b, &ga, &gb, false, call);
+  };
+  contrastive::Workspace<double> fresh;
+  const double v_ref = run(UnbuildableLoss(), fresh);
+  const MatD ga_ref = ga, gb_ref = gb;
+#if CONTRASTIVE_TEST_FAIL_MALLOC
+  const contrastive::NTXent<double> ntxent(0.2);
+  double dt_ref = 0;
+  const double nt_ref = ntxent.value_and_grad(a, b, ga, gb, &dt_ref, fresh, call);
+  const MatD nga_ref = ga, ngb_ref = gb;
+#endif
+  for (const int failing : {0, procs_ - 1}) {
+    INFO("process " << failing << " fails; this is process " << rank_);
+    contrastive::Workspace<double> ws;
+    // Its kernel cannot be built: it joins the engine's first collective failed.
+    ga.setConstant(7.0);
+    gb.setConstant(7.0);
+    if (rank_ == failing)
+      CHECK_THROWS_AS(run(UnbuildableLoss(failing), ws), InjectedFault);
+    else
+      CHECK_THROWS_WITH(run(UnbuildableLoss(failing), ws), Contains(others));
+    CHECK(untouched());
+    CHECK(near(run(UnbuildableLoss(), ws), v_ref, 1e-14));  // every process left at the same collective
+    CHECK(near(ga, ga_ref, 1e-14));
+    CHECK(near(gb, gb_ref, 1e-14));
+#if CONTRASTIVE_TEST_FAIL_MALLOC
+    // The gathered batch W (2n x d doubles) cannot be allocated: the
+    // all_reduce before the gathers tells every process.
+    contrastive::Workspace<double> ws2;
+    ga.setConstant(7.0);
+    gb.setConstant(7.0);
+    double dt = 7.0;
+    const std::size_t w_bytes = static_cast<std::size_t>(2 * n * d) * sizeof(double);
+    if (rank_ == failing) fail_malloc::arm(0, w_bytes, w_bytes + 128);  // (+ Eigen's alignment)
+    if (rank_ == failing)
+      CHECK_THROWS_AS(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), std::bad_alloc);
+    else
+      CHECK_THROWS_WITH(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), Contains(others));
+    fail_malloc::armed = false;
+    if (rank_ == failing) CHECK(fail_malloc::seen.load() >= 1);
+    CHECK((untouched() && dt == 7.0));
+    CHECK(near(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), nt_ref, 1e-14));
+    CHECK(near(ga, nga_ref, 1e-14));
+    CHECK(near(gb, ngb_ref, 1e-14));
+    CHECK(near(dt, dt_ref, 1e-14));
+#endif
+  }
 }
 
 int main(int argc, char** argv) {

@@ -7,46 +7,13 @@
 // test only says it did not run.
 #include <catch2/catch.hpp>
 
-#include <atomic>
 #include <cstddef>
-#include <cstdlib>
 #include <new>
 
+#include "fail_malloc.hpp"
 #include "support.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CONTRASTIVE_TEST_FAIL_MALLOC 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CONTRASTIVE_TEST_FAIL_MALLOC 0
-#endif
-#endif
-#if !defined(CONTRASTIVE_TEST_FAIL_MALLOC) && defined(__GLIBC__)
-#define CONTRASTIVE_TEST_FAIL_MALLOC 1
-#endif
-#ifndef CONTRASTIVE_TEST_FAIL_MALLOC
-#define CONTRASTIVE_TEST_FAIL_MALLOC 0
-#endif
-
 #if CONTRASTIVE_TEST_FAIL_MALLOC
-namespace {
-// Allocations of at least kLarge bytes are counted while armed; the one
-// numbered `fail_at` returns null.  (Smaller ones, e.g. the OpenMP runtime's
-// and the exception's own, always succeed.)
-constexpr std::size_t kLarge = 16 * 1024;
-std::atomic<bool> armed{false};
-std::atomic<long> large_seen{0};
-std::atomic<long> fail_at{-1};
-}  // namespace
-
-extern "C" void* __libc_malloc(std::size_t bytes);
-extern "C" void* malloc(std::size_t bytes) noexcept {
-  if (bytes >= kLarge && armed.load(std::memory_order_relaxed) &&
-      large_seen.fetch_add(1) == fail_at.load(std::memory_order_relaxed))
-    return nullptr;
-  return __libc_malloc(bytes);
-}
-
 namespace {
 
 /// Runs `call` with its k-th large allocation failing, for k = 0, 1, ...
@@ -55,18 +22,16 @@ namespace {
 template <typename Call>
 long fail_each_allocation(const Call& call) {
   for (long k = 0;; ++k) {
-    large_seen = 0;
-    fail_at = k;
     bool threw = false;
-    armed = true;
+    fail_malloc::arm(k, 16 * 1024);
     try {
       call();
     } catch (const std::bad_alloc&) {
       threw = true;
     }
-    armed = false;
+    fail_malloc::armed = false;
     if (!threw) {
-      CHECK(large_seen.load() <= k);  // it did not skip a failure
+      CHECK(fail_malloc::seen.load() <= k);  // it did not skip a failure
       return k;
     }
   }
@@ -105,15 +70,15 @@ TEST_CASE("a failed allocation throws std::bad_alloc and leaves the outputs and 
             contrastive::Workspace<float> ws;
             MatF sa(40, 8), sb(40, 8);
             float st = 0;
-            armed = false;
+            fail_malloc::armed = false;
             loss.value_and_grad(small_a, small_b, sa, sb, &st, ws);
             MatF ga = MatF::Constant(300, 48, 7.f), gb = ga;
             float dt = 7.f;
-            armed = true;
+            fail_malloc::armed = true;
             try {
               loss.value_and_grad(za, zb, ga, gb, &dt, ws);
             } catch (const std::bad_alloc&) {
-              armed = false;
+              fail_malloc::armed = false;
               const bool untouched = (ga.array() == 7.f).all() && (gb.array() == 7.f).all() && dt == 7.f;
               const float v = loss.value_and_grad(za, zb, ga, gb, &dt, ws);
               const bool same = v == v_ref && ga == ga_ref && gb == gb_ref && dt == dt_ref;

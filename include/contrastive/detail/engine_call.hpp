@@ -15,12 +15,18 @@
 //      one all_gather, and all of them throw the same std::invalid_argument
 //      if any process failed or the records disagree: no process is left
 //      waiting in a later collective.
-//   3. The normalised rows (and norms, ids, labels, weights) are gathered,
-//      so every process holds W of the global batch (2 n d scalars).
+//   3. Every process sizes the buffers of the global batch; one all_reduce
+//      of a failure flag (reduce_or_fail) makes all of them throw if one
+//      could not (std::bad_alloc).  Then the normalised rows (and norms,
+//      ids, labels, weights) are gathered, so every process holds W of the
+//      global batch (2 n d scalars).
 //   4. The engine computes ~1/P of the tiles on each process, merges the
 //      per-row statistics (all_reduce) and sums dW over processes keeping
 //      each process's rows (reduce_scatter); pair terms and the backward
 //      through the normalisation are done for this process's rows only.
+//      A failure on one process before the engine's first all_reduce
+//      (building the kernel, the first pass) or in the second pass rides
+//      as a flag on that pass's all_reduce: every process throws there.
 // The loss provides: name(), options(), accepts(), anchors(n),
 // requires_labels(), signature() and with_kernel(batch, f).
 #pragma once
@@ -28,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -224,73 +231,101 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
   std::vector<CallRecord> all;
   agree(where, *group, mine, all);
 
-  Distribution dist;
-  dist.group = group;
-  dist.rank = rank;
-  dist.procs = P;
-  dist.local = np;
-  dist.rows.resize(static_cast<std::size_t>(P));
+  // The global batch: n instances, this process's from `offset`.
+  Eigen::Index n = 0, offset = 0;
   for (int p = 0; p < P; ++p) {
-    dist.rows[static_cast<std::size_t>(p)] = all[static_cast<std::size_t>(p)].rows;
-    if (p < rank) dist.offset += static_cast<Eigen::Index>(all[static_cast<std::size_t>(p)].rows);
-    dist.n += static_cast<Eigen::Index>(all[static_cast<std::size_t>(p)].rows);
+    const auto rows_p = static_cast<Eigen::Index>(all[static_cast<std::size_t>(p)].rows);
+    if (p < rank) offset += rows_p;
+    n += rows_p;
   }
-  const Eigen::Index n = dist.n;
-  if (n < min_rows_of<Loss>::value)
+  if (n < min_rows_of<Loss>::value)  // (the same on every process)
     fail(where, views == 2 ? "za" : "z",
          "has " + std::to_string(n) + " rows over all processes: at least " +
              std::to_string(min_rows_of<Loss>::value) + " are needed");
+  // 3. Size every buffer of the global batch, then one all_reduce tells
+  // every process whether all could (reduce_or_fail): a process that could
+  // not must not leave the others waiting in the gathers.
+  Distribution dist;
+  Batch<S> batch;
+  ColArray<S> w_local;
+  const Eigen::Index a_global = loss.anchors(n);
+  {
+    std::exception_ptr err;
+    try {
+      dist.group = group;
+      dist.rank = rank;
+      dist.procs = P;
+      dist.local = np;
+      dist.offset = offset;
+      dist.n = n;
+      dist.rows.resize(static_cast<std::size_t>(P));
+      for (int p = 0; p < P; ++p) dist.rows[static_cast<std::size_t>(p)] = all[static_cast<std::size_t>(p)].rows;
+      b.views = views;
+      resize_buffer(b.w, views * n, d);
+      resize_buffer(b.inv_norm, views * n);
+      b.clamped.assign(static_cast<std::size_t>(views * n), 0);
+      if (call.instance_ids.given()) b.ids.resize(static_cast<std::size_t>(n));
+      if (call.labels.given()) b.labels.resize(static_cast<std::size_t>(n));
+      if (per) {
+        resize_buffer(b.weights, a_global);
+        resize_buffer(b.coef, a_global);
+        b.losses.assign(static_cast<std::size_t>(a_global), S(0));
+        if (call.anchor_weights.given()) resize_buffer(w_local, a_local);
+      }
+    } catch (...) {
+      err = std::current_exception();
+    }
+    double flag[1] = {0.0};
+    reduce_or_fail(*group, flag, 0, err, where);
+  }
   const auto* counts = dist.rows.data();
   const auto gather = [&](const auto* mine_rows, auto* all_rows, std::size_t row_bytes) {
     group->all_gather_rows(mine_rows, all_rows, counts, row_bytes);
   };
-  // 3. Gather the normalised rows, their norms and the per-instance options.
-  b.views = views;
-  resize_buffer(b.w, views * n, d);
-  resize_buffer(b.inv_norm, views * n);
-  b.clamped.assign(static_cast<std::size_t>(views * n), 0);
+  // Gather the normalised rows, their norms and the per-instance options.
   for (Eigen::Index view = 0; view < views; ++view) {
     gather(b.w_local.data() + view * np * d, b.w.data() + view * n * d, sizeof(S) * static_cast<std::size_t>(d));
     gather(b.inv_local.data() + view * np, b.inv_norm.data() + view * n, sizeof(S));
     gather(b.clamped_local.data() + view * np, b.clamped.data() + view * n, 1);
   }
-  Batch<S> batch;
   batch.n = n;
   batch.want_dtau = want_dtau;
   if (call.instance_ids.given()) {
-    b.ids.resize(static_cast<std::size_t>(n));
     gather(call.instance_ids.data(), b.ids.data(), sizeof(Eigen::Index));
     count_negatives(where, n, Span<const Eigen::Index>(b.ids.data(), b.ids.size()));  // the same on every process
     batch.ids = b.ids.data();
   }
   if (call.labels.given()) {
-    b.labels.resize(static_cast<std::size_t>(n));
     gather(call.labels.data(), b.labels.data(), sizeof(Eigen::Index));
     batch.labels = Span<const Eigen::Index>(b.labels.data(), b.labels.size());
   }
   if (per) {
     // Anchors: this process's are [its rows of za; its rows of zb] (as many
     // as the loss has per instance), the batch's [all za; all zb].
-    const Eigen::Index a_global = loss.anchors(n);
     const Eigen::Index anchor_views = a_local / np;  // 1 one-way, 2 symmetric
-    resize_buffer(b.weights, a_global);
     b.weights.setOnes();
     if (call.anchor_weights.given()) {
-      ColArray<S> w_local(a_local);
       for (Eigen::Index r = 0; r < a_local; ++r) w_local[r] = call.anchor_weights[static_cast<std::size_t>(r)];
       for (Eigen::Index v = 0; v < anchor_views; ++v) gather(w_local.data() + v * np, b.weights.data() + v * n, sizeof(S));
     }
     const S scale = call.reduction == Reduction::Mean ? S(1) / static_cast<S>(a_global) : S(1);
-    resize_buffer(b.coef, a_global);
     b.coef = scale * b.weights;
-    b.losses.assign(static_cast<std::size_t>(a_global), S(0));
     batch.coef = &b.coef;
     batch.losses = b.losses.data();
   }
-  // 4. The engine, on this process's tiles.
-  const double v = loss.with_kernel(batch, [&](const auto& k) {
-    return Engine<S>::run(k, b, loss.options(), want_grad, where, dist);
-  });
+  // 4. The engine, on this process's tiles.  A process that fails before
+  // entering it (building the kernel) joins its first collective, failed.
+  bool entered = false;
+  double v = 0;
+  try {
+    v = loss.with_kernel(batch, [&](const auto& k) {
+      entered = true;
+      return Engine<S>::run(k, b, loss.options(), want_grad, where, dist);
+    });
+  } catch (...) {
+    if (entered) throw;
+    Engine<S>::fail_before_run(dist, std::current_exception(), where);
+  }
   // 5. This process's rows out.
   if (want_grad) {
     if (views == 2) backprop_two(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga, n + dist.offset, *gb);

@@ -536,6 +536,26 @@ struct Distribution {
   bool active() const { return group != nullptr && procs > 1; }
 };
 
+/// The one failure protocol of a call across processes: a collective that
+/// some process may not be able to reach whole (it failed before, e.g. with
+/// std::bad_alloc) is preceded by, or carries, an all_reduce (sum) of
+/// v[0..k) and a failure flag in v[k] (v holds k + 1 doubles).  Then every
+/// process leaves the call at that same all_reduce: the failed ones
+/// rethrow their own exception (`err`), the others throw
+/// std::runtime_error naming how many failed; none waits in a later
+/// collective.
+inline void reduce_or_fail(const ProcessGroup& group, double* v, std::size_t k, const std::exception_ptr& err,
+                           const char* where) {
+  v[k] = err ? 1.0 : 0.0;
+  group.all_reduce(v, k + 1, ProcessGroup::Op::Sum);
+  if (err) std::rethrow_exception(err);
+  if (v[k] > 0)
+    throw std::runtime_error(std::string(where) + ": " + std::to_string(static_cast<long>(v[k])) + " of " +
+                             std::to_string(group.size()) +
+                             " processes failed during the call; every process of the call throws (the failed ones "
+                             "their own exception)");
+}
+
 /// Column strips of a diagonal tile's lower block triangle, and their
 /// narrowest width (Engine::similarity_tile).
 constexpr Eigen::Index kDiagStrips = 4;
@@ -584,6 +604,15 @@ class Engine {
     resize_buffer(b.inv_norm, z.rows());
     b.clamped.assign(static_cast<std::size_t>(z.rows()), 0);
     load_rows(b.w, b.inv_norm, b.clamped, 0, z, where, "z");
+  }
+
+  /// Across processes, for a process that failed after the call's rows
+  /// were gathered but before it could enter run() (e.g. building the
+  /// kernel): joins run()'s first collective with the failure flag set, so
+  /// that every process throws there (sum_processes); rethrows `err`.
+  [[noreturn]] static void fail_before_run(const Distribution& dist, const std::exception_ptr& err, const char* where) {
+    sum_processes(*dist.group, PairSums{}, err, where);
+    std::rethrow_exception(err);  // (sum_processes has rethrown it)
   }
 
   /// Runs the kernel over the tiles.  Returns the loss value; with want_grad
@@ -701,20 +730,13 @@ class Engine {
 
   /// Across processes after a pass: the pair sums of all processes, and
   /// whether any process failed in it (`err`: this process's exception).
-  /// The flag rides on the pass's one all_reduce of the sums, so when one
-  /// process fails (e.g. std::bad_alloc) every process leaves the call at
-  /// the same collective: the failed one rethrows its exception, the others
-  /// throw std::runtime_error, and none waits in a later collective.
+  /// The flag rides on the pass's one all_reduce of the sums
+  /// (reduce_or_fail), so a failure in one process's pass (e.g.
+  /// std::bad_alloc) makes every process throw there.
   static PairSums sum_processes(const ProcessGroup& group, const PairSums& sums, const std::exception_ptr& err,
                                 const char* where) {
-    double v[4] = {sums.value, sums.term_derivative, sums.term_dot, err ? 1.0 : 0.0};
-    group.all_reduce(v, 4, ProcessGroup::Op::Sum);
-    if (err) std::rethrow_exception(err);
-    if (v[3] > 0)
-      throw std::runtime_error(std::string(where) + ": " + std::to_string(static_cast<long>(v[3])) + " of " +
-                               std::to_string(group.size()) +
-                               " processes failed inside the engine; every process of the call throws (the failed "
-                               "ones their own exception)");
+    double v[4] = {sums.value, sums.term_derivative, sums.term_dot, 0.0};
+    reduce_or_fail(group, v, 3, err, where);
     return PairSums{v[0], v[1], v[2]};
   }
 
