@@ -36,9 +36,14 @@ class ProcessGroup final : public contrastive::ProcessGroup {
  public:
   /// Duplicates `comm` (collective over it).
   explicit ProcessGroup(MPI_Comm comm) {
+    check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
+    // The per-process counts of the row collectives, sized once: a
+    // collective allocates nothing of its own, so it cannot fail on one
+    // process while the others enter it.
+    counts_.resize(static_cast<std::size_t>(size_));
+    displs_.resize(static_cast<std::size_t>(size_));
     check(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
-    check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   }
   /// Frees the duplicate (if MPI is still running).
   ~ProcessGroup() override {
@@ -65,15 +70,14 @@ class ProcessGroup final : public contrastive::ProcessGroup {
   /// MPI_Allgatherv in units of a row (a contiguous datatype of row_bytes).
   void all_gather_rows(const void* mine, void* all, const long long* rows, std::size_t row_bytes) const override {
     if (row_bytes == 0) return;
-    Row row(row_bytes);
-    std::vector<int> counts(static_cast<std::size_t>(size_)), displs(static_cast<std::size_t>(size_));
     long long at = 0;
     for (int p = 0; p < size_; ++p) {
-      counts[static_cast<std::size_t>(p)] = to_int(rows[p], "rows");
-      displs[static_cast<std::size_t>(p)] = to_int(at, "row offset");
+      counts_[static_cast<std::size_t>(p)] = to_int(rows[p], "rows");
+      displs_[static_cast<std::size_t>(p)] = to_int(at, "row offset");
       at += rows[p];
     }
-    check(MPI_Allgatherv(mine, counts[static_cast<std::size_t>(rank_)], row.type, all, counts.data(), displs.data(),
+    Row row(row_bytes);
+    check(MPI_Allgatherv(mine, counts_[static_cast<std::size_t>(rank_)], row.type, all, counts_.data(), displs_.data(),
                          row.type, comm_),
           "MPI_Allgatherv");
   }
@@ -142,14 +146,15 @@ class ProcessGroup final : public contrastive::ProcessGroup {
     // derived type is not defined, so reduce in scalars with counts that are
     // multiples of the row (they fit an int: rows * row_len <= INT_MAX is
     // checked).
-    std::vector<int> counts(static_cast<std::size_t>(size_));
     for (int p = 0; p < size_; ++p)
-      counts[static_cast<std::size_t>(p)] = to_int(static_cast<long long>(rows[p]) * static_cast<long long>(row_len), "scalars of a share");
-    check(MPI_Reduce_scatter(all, mine, counts.data(), base, MPI_SUM, comm_), "MPI_Reduce_scatter");
+      counts_[static_cast<std::size_t>(p)] =
+          to_int(static_cast<long long>(rows[p]) * static_cast<long long>(row_len), "scalars of a share");
+    check(MPI_Reduce_scatter(all, mine, counts_.data(), base, MPI_SUM, comm_), "MPI_Reduce_scatter");
   }
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
+  mutable std::vector<int> counts_, displs_;  // scratch of the row collectives (one at a time, as MPI requires)
 };
 
 }  // namespace mpi
