@@ -36,14 +36,15 @@ class ProcessGroup final : public contrastive::ProcessGroup {
  public:
   /// Duplicates `comm` (collective over it).
   explicit ProcessGroup(MPI_Comm comm) {
-    check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
-    // The per-process counts of the row collectives, sized once: a
-    // collective allocates nothing of its own, so it cannot fail on one
+    check(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
+    check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    // The per-process counts of the row collectives, sized once (after the
+    // collective dup): the collectives make no allocation of the library's
+    // own (MPI's internal ones aside), so none throws std::bad_alloc on one
     // process while the others enter it.
     counts_.resize(static_cast<std::size_t>(size_));
     displs_.resize(static_cast<std::size_t>(size_));
-    check(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
-    check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   }
   /// Frees the duplicate (if MPI is still running).
   ~ProcessGroup() override {
@@ -154,7 +155,9 @@ class ProcessGroup final : public contrastive::ProcessGroup {
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
-  mutable std::vector<int> counts_, displs_;  // scratch of the row collectives (one at a time, as MPI requires)
+  // Scratch of the row collectives: a group's collectives must not run
+  // concurrently (MPI requires it of collectives on one communicator).
+  mutable std::vector<int> counts_, displs_;
 };
 
 }  // namespace mpi

@@ -13,8 +13,10 @@
 //   2. All processes exchange a fixed-size record (scalar type, d, n_p, the
 //      call's options, the loss's parameters, the first local error) with
 //      one all_gather, and all of them throw the same std::invalid_argument
-//      if any process failed or the records disagree: no process is left
-//      waiting in a later collective.
+//      if any process's input was bad or the records disagree (another
+//      local failure, e.g. std::bad_alloc: that process rethrows it, the
+//      others throw std::runtime_error): no process is left waiting in a
+//      later collective.
 //   3. Every process sizes the buffers of the global batch; one all_reduce
 //      of a failure flag (reduce_or_fail) makes all of them throw if one
 //      could not (std::bad_alloc).  Then the normalised rows (and norms,
@@ -24,9 +26,14 @@
 //      per-row statistics (all_reduce) and sums dW over processes keeping
 //      each process's rows (reduce_scatter); pair terms and the backward
 //      through the normalisation are done for this process's rows only.
-//      A failure on one process before the engine's first all_reduce
-//      (building the kernel, the first pass) or in the second pass rides
-//      as a flag on that pass's all_reduce: every process throws there.
+//      A failure on one process after the gathers and before the engine's
+//      first all_reduce (the batch's id checks, building the kernel, the
+//      first pass) or in the second pass rides as a flag on that pass's
+//      all_reduce: every process throws there.  After the last collective
+//      (a value call's finish(), a gradient's pair terms and backward) a
+//      failure throws on its own process only; nobody is left waiting.
+//      Left: the exchange's own buffer (568 P bytes) is allocated just
+//      before it, so a failure of that allocation leaves the others in it.
 // The loss provides: name(), options(), accepts(), anchors(n),
 // requires_labels(), signature() and with_kernel(batch, f).
 #pragma once
@@ -74,21 +81,29 @@ struct CallRecord {
   std::int64_t flags = 0;          // gradient, dtau, reduction, ids, labels, weights, per_anchor
   std::uint64_t name_hash = 0, params_hash = 0;
   double params[6] = {0, 0, 0, 0, 0, 0};  // the first parameters, for the message
-  char error[464] = {};            // the first local error (empty: none)
+  std::int64_t error_kind = 0;     // 0 none, 1 bad input (std::invalid_argument), 2 another failure
+  char error[456] = {};            // the local error's message
 };
 
-/// Throws on every process the same std::invalid_argument when any process
-/// failed its local checks or the processes disagree on the call.
-inline void agree(const char* where, const ProcessGroup& group, const CallRecord& mine, std::vector<CallRecord>& all) {
+/// Throws on every process when any process failed before the exchange or
+/// the processes disagree on the call: the same std::invalid_argument for
+/// bad input on any process (or a disagreement); for another failure (e.g.
+/// std::bad_alloc, `own` on the process where it happened) that process
+/// rethrows its own exception and the others throw std::runtime_error.
+inline void agree(const char* where, const ProcessGroup& group, const CallRecord& mine, std::vector<CallRecord>& all,
+                  const std::exception_ptr& own) {
   all.resize(static_cast<std::size_t>(group.size()));
   group.all_gather(&mine, sizeof(CallRecord), all.data());
+  if (own) std::rethrow_exception(own);
   for (std::size_t p = 0; p < all.size(); ++p)
-    if (all[p].error[0] != '\0') {
+    if (all[p].error_kind != 0) {
       std::ostringstream os;
       std::size_t len = 0;
       while (len < sizeof all[p].error && all[p].error[len] != '\0') ++len;
       os << "process " << p << " of " << all.size() << ": " << std::string(all[p].error, len);
-      throw std::invalid_argument(os.str());
+      if (all[p].error_kind == 1) throw std::invalid_argument(os.str());
+      throw std::runtime_error(std::string(where) + ": " + os.str() +
+                               "; every process of the call throws (the failed ones their own exception)");
     }
   const auto disagree = [&](const char* what, auto get) {
     for (std::size_t p = 1; p < all.size(); ++p)
@@ -206,11 +221,12 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
                (call.instance_ids.given() ? 16 : 0) | (call.labels.given() ? 32 : 0) |
                (call.anchor_weights.given() ? 64 : 0) | (call.per_anchor.given() ? 128 : 0);
   mine.name_hash = fnv1a(where, std::strlen(where));
-  const std::vector<double> params = loss.signature();
-  mine.params_hash = fnv1a(params.data(), params.size() * sizeof(double));
-  for (std::size_t k = 0; k < params.size() && k < 6; ++k) mine.params[k] = params[k];
   const Eigen::Index a_local = loss.anchors(np);
+  std::exception_ptr own_failure;  // a failure other than bad input, rethrown after the exchange
   try {
+    const std::vector<double> params = loss.signature();
+    mine.params_hash = fnv1a(params.data(), params.size() * sizeof(double));
+    for (std::size_t k = 0; k < params.size() && k < 6; ++k) mine.params[k] = params[k];
     check_call(where, call, acc);
     check_inputs(1);  // a process may hold a single pair
     check_outputs();
@@ -226,10 +242,19 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     load_rows(b.w_local, b.inv_local, b.clamped_local, 0, za, where, views == 2 ? "za" : "z");
     if (views == 2) load_rows(b.w_local, b.inv_local, b.clamped_local, np, zb, where, "zb");
   } catch (const std::invalid_argument& e) {
+    mine.error_kind = 1;
     std::strncpy(mine.error, e.what(), sizeof(mine.error) - 1);
+  } catch (const std::exception& e) {
+    mine.error_kind = 2;
+    std::strncpy(mine.error, e.what(), sizeof(mine.error) - 1);
+    own_failure = std::current_exception();
+  } catch (...) {
+    mine.error_kind = 2;
+    std::strncpy(mine.error, "an exception", sizeof(mine.error) - 1);
+    own_failure = std::current_exception();
   }
   std::vector<CallRecord> all;
-  agree(where, *group, mine, all);
+  agree(where, *group, mine, all, own_failure);
 
   // The global batch: n instances, this process's from `offset`.
   Eigen::Index n = 0, offset = 0;
@@ -288,36 +313,36 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     gather(b.inv_local.data() + view * np, b.inv_norm.data() + view * n, sizeof(S));
     gather(b.clamped_local.data() + view * np, b.clamped.data() + view * n, 1);
   }
-  batch.n = n;
-  batch.want_dtau = want_dtau;
-  if (call.instance_ids.given()) {
-    gather(call.instance_ids.data(), b.ids.data(), sizeof(Eigen::Index));
-    count_negatives(where, n, Span<const Eigen::Index>(b.ids.data(), b.ids.size()));  // the same on every process
-    batch.ids = b.ids.data();
+  if (call.instance_ids.given()) gather(call.instance_ids.data(), b.ids.data(), sizeof(Eigen::Index));
+  if (call.labels.given()) gather(call.labels.data(), b.labels.data(), sizeof(Eigen::Index));
+  // Anchors: this process's are [its rows of za; its rows of zb] (as many
+  // as the loss has per instance), the batch's [all za; all zb].
+  const Eigen::Index anchor_views = a_local / np;  // 1 one-way, 2 symmetric
+  if (per && call.anchor_weights.given()) {
+    for (Eigen::Index r = 0; r < a_local; ++r) w_local[r] = call.anchor_weights[static_cast<std::size_t>(r)];
+    for (Eigen::Index view = 0; view < anchor_views; ++view)
+      gather(w_local.data() + view * np, b.weights.data() + view * n, sizeof(S));
   }
-  if (call.labels.given()) {
-    gather(call.labels.data(), b.labels.data(), sizeof(Eigen::Index));
-    batch.labels = Span<const Eigen::Index>(b.labels.data(), b.labels.size());
-  }
-  if (per) {
-    // Anchors: this process's are [its rows of za; its rows of zb] (as many
-    // as the loss has per instance), the batch's [all za; all zb].
-    const Eigen::Index anchor_views = a_local / np;  // 1 one-way, 2 symmetric
-    b.weights.setOnes();
-    if (call.anchor_weights.given()) {
-      for (Eigen::Index r = 0; r < a_local; ++r) w_local[r] = call.anchor_weights[static_cast<std::size_t>(r)];
-      for (Eigen::Index v = 0; v < anchor_views; ++v) gather(w_local.data() + v * np, b.weights.data() + v * n, sizeof(S));
-    }
-    const S scale = call.reduction == Reduction::Mean ? S(1) / static_cast<S>(a_global) : S(1);
-    b.coef = scale * b.weights;
-    batch.coef = &b.coef;
-    batch.losses = b.losses.data();
-  }
-  // 4. The engine, on this process's tiles.  A process that fails before
-  // entering it (building the kernel) joins its first collective, failed.
+  // 4. The engine, on this process's tiles.  What comes before its first
+  // collective (the batch's checks, building the kernel) is guarded: a
+  // process that fails there joins that collective failed.
   bool entered = false;
   double v = 0;
   try {
+    batch.n = n;
+    batch.want_dtau = want_dtau;
+    if (call.instance_ids.given()) {
+      count_negatives(where, n, Span<const Eigen::Index>(b.ids.data(), b.ids.size()));  // the same on every process
+      batch.ids = b.ids.data();
+    }
+    if (call.labels.given()) batch.labels = Span<const Eigen::Index>(b.labels.data(), b.labels.size());
+    if (per) {
+      if (!call.anchor_weights.given()) b.weights.setOnes();
+      const S scale = call.reduction == Reduction::Mean ? S(1) / static_cast<S>(a_global) : S(1);
+      b.coef = scale * b.weights;
+      batch.coef = &b.coef;
+      batch.losses = b.losses.data();
+    }
     v = loss.with_kernel(batch, [&](const auto& k) {
       entered = true;
       return Engine<S>::run(k, b, loss.options(), want_grad, where, dist);
@@ -332,7 +357,6 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     else backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga);
   }
   if (call.per_anchor.given()) {
-    const Eigen::Index anchor_views = a_local / np;
     for (Eigen::Index v2 = 0; v2 < anchor_views; ++v2)
       for (Eigen::Index i = 0; i < np; ++i)
         call.per_anchor[static_cast<std::size_t>(v2 * np + i)] = b.losses[static_cast<std::size_t>(v2 * n + dist.offset + i)];
