@@ -171,7 +171,7 @@ class UniformityKernel {
   void begin(const RowMatrix<S>& W, CallStats<S>& cs) const {
     cs.shift = scale_;
     zero_buffer(cs.lse, 2);
-    cs.alpha.setZero(W.rows());
+    zero_buffer(cs.alpha, W.rows());
   }
 
   void pass1(TileRef<S> X, const Tile& t, const CallStats<S>&, TileOut<S>& out, bool keep, ThreadSlot<S>& sl) const {

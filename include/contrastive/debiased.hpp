@@ -97,7 +97,7 @@ class DebiasedKernel : public InfoNCEKernel<S> {
 
   void begin(const RowMatrix<S>& W, CallStats<S>& cs) const {
     Base::begin(W, cs);
-    cs.alpha2.setZero(W.rows());
+    zero_buffer(cs.alpha2, W.rows());
   }
 
   void pass1(TileRef<S> X, const Tile& t, const CallStats<S>& cs, TileOut<S>& out, bool keep, ThreadSlot<S>& sl) const {

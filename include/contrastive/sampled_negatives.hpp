@@ -253,7 +253,7 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
     const Scalar inv_tau = static_cast<Scalar>(1.0 / params_.temperature);
     // (A weight of 0 removes its candidates, so -inf is never drawn.)
     const Scalar lw[2] = {detail::log_weight<Scalar>(params_.cross_weight), detail::log_weight<Scalar>(params_.within_weight)};
-    if (grad) dw.setZero(b.w.rows(), b.w.cols());
+    if (grad) detail::zero_buffer(dw, b.w.rows(), b.w.cols());
     const std::vector<Eigen::Index>& neg = b.drawn;
     double value = 0.0;
     for (Eigen::Index r = 0; r < a; ++r) {
