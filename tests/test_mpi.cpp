@@ -416,28 +416,69 @@ TEST_CASE("a failure on one process before its engine reaches every process", "[
     CHECK(near(ga, ga_ref, 1e-14));
     CHECK(near(gb, gb_ref, 1e-14));
 #if CONTRASTIVE_TEST_FAIL_MALLOC
-    // The gathered batch W (2n x d doubles) cannot be allocated: the
-    // all_reduce before the gathers tells every process.
-    contrastive::Workspace<double> ws2;
-    ga.setConstant(7.0);
-    gb.setConstant(7.0);
-    double dt = 7.0;
+    // An allocation fails on that process: (1) the gathered batch W
+    // (2n x d doubles), sized before the exchange of the call records,
+    // which carries the failure; (2) the exchange's own buffer (a 568-byte
+    // record per process), which the all_reduce before the exchange
+    // reports.  (One process exchanges nothing.)
     const std::size_t w_bytes = static_cast<std::size_t>(2 * n * d) * sizeof(double);
-    if (rank_ == failing) fail_malloc::arm(0, w_bytes, w_bytes + 128);  // (+ Eigen's alignment)
-    if (rank_ == failing)
-      CHECK_THROWS_AS(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), std::bad_alloc);
-    else
-      CHECK_THROWS_WITH(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), Contains(others));
-    fail_malloc::armed = false;
-    if (rank_ == failing) CHECK(fail_malloc::seen.load() >= 1);
-    CHECK((untouched() && dt == 7.0));
-    CHECK(near(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), nt_ref, 1e-14));
-    CHECK(near(ga, nga_ref, 1e-14));
-    CHECK(near(gb, ngb_ref, 1e-14));
-    CHECK(near(dt, dt_ref, 1e-14));
+    const std::size_t records = sizeof(contrastive::detail::CallRecord) * static_cast<std::size_t>(procs_);
+    const std::string w_failed = "process " + std::to_string(failing) + " of " + std::to_string(procs_) + ": ";
+    for (const int what : {1, 2}) {
+      if (what == 2 && procs_ == 1) continue;
+      INFO((what == 1 ? "W" : "the records") << " cannot be allocated");
+      contrastive::Workspace<double> ws2;
+      ga.setConstant(7.0);
+      gb.setConstant(7.0);
+      double dt = 7.0;
+      if (rank_ == failing) {
+        if (what == 1) fail_malloc::arm(0, w_bytes, w_bytes + 128);  // (+ Eigen's alignment)
+        else fail_malloc::arm(0, records, records);
+      }
+      if (rank_ == failing)
+        CHECK_THROWS_AS(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), std::bad_alloc);
+      else if (what == 1)
+        CHECK_THROWS_WITH(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call),
+                          Contains(w_failed + "std::bad_alloc"));
+      else
+        CHECK_THROWS_WITH(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), Contains(others));
+      fail_malloc::armed = false;
+      if (rank_ == failing) CHECK(fail_malloc::seen.load() >= 1);
+      CHECK((untouched() && dt == 7.0));
+      CHECK(near(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), nt_ref, 1e-14));
+      CHECK(near(ga, nga_ref, 1e-14));
+      CHECK(near(gb, ngb_ref, 1e-14));
+      CHECK(near(dt, dt_ref, 1e-14));
+    }
 #endif
   }
 }
+
+#if CONTRASTIVE_TEST_FAIL_MALLOC
+TEST_CASE("a ProcessGroup that one process cannot size throws on every process", "[mpi]") {
+  // Its scratch (an int per process, twice) is sized before the collective
+  // dup and a failure is all-reduced after it: no process is left with a
+  // group the others do not have.
+  for (const int failing : {0, procs_ - 1}) {
+    INFO("process " << failing << " fails; this is process " << rank_);
+    const std::size_t bytes = sizeof(int) * static_cast<std::size_t>(procs_);
+    if (rank_ == failing) {
+      fail_malloc::arm(0, bytes, bytes);
+      CHECK_THROWS_AS(contrastive::mpi::ProcessGroup(MPI_COMM_WORLD), std::bad_alloc);
+      fail_malloc::armed = false;
+      CHECK(fail_malloc::seen.load() >= 1);
+    } else {
+      CHECK_THROWS_WITH(contrastive::mpi::ProcessGroup(MPI_COMM_WORLD),
+                        Contains("1 of " + std::to_string(procs_) + " processes could not allocate"));
+    }
+    // Every process left at the same collective: a group made now works.
+    contrastive::mpi::ProcessGroup group(MPI_COMM_WORLD);
+    double one = 1;
+    group.all_reduce(&one, 1, contrastive::ProcessGroup::Op::Sum);
+    CHECK(one == static_cast<double>(procs_));
+  }
+}
+#endif
 
 int main(int argc, char** argv) {
   int provided = 0;

@@ -17,6 +17,7 @@
 
 #include <climits>
 #include <cstddef>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -34,17 +35,36 @@ namespace mpi {
 /// std::runtime_error naming the MPI call.
 class ProcessGroup final : public contrastive::ProcessGroup {
  public:
-  /// Duplicates `comm` (collective over it).
+  /// Duplicates `comm` (collective over it).  If one process cannot size
+  /// its scratch (std::bad_alloc), every process throws: that one its
+  /// exception, the others std::runtime_error.
   explicit ProcessGroup(MPI_Comm comm) {
+    // The per-process counts of the row collectives, sized once, here: the
+    // collectives make no allocation of the library's own (MPI's internal
+    // ones aside), so none throws std::bad_alloc on one process while the
+    // others enter it.  A failure to size them is told to every process by
+    // one all-reduce after the (collective) dup.
+    int procs = 0;
+    check(MPI_Comm_size(comm, &procs), "MPI_Comm_size");
+    std::exception_ptr failed;
+    try {
+      counts_.resize(static_cast<std::size_t>(procs));
+      displs_.resize(static_cast<std::size_t>(procs));
+    } catch (...) {
+      failed = std::current_exception();
+    }
     check(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
+    int mine = failed ? 1 : 0, any = 0;
+    const int code = MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_SUM, comm_);
+    if (code != MPI_SUCCESS || any > 0) {
+      MPI_Comm_free(&comm_);
+      check(code, "MPI_Allreduce");
+      if (failed) std::rethrow_exception(failed);
+      throw std::runtime_error("contrastive::mpi::ProcessGroup: " + std::to_string(any) + " of " +
+                               std::to_string(procs) + " processes could not allocate the group's scratch");
+    }
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
-    check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
-    // The per-process counts of the row collectives, sized once (after the
-    // collective dup): the collectives make no allocation of the library's
-    // own (MPI's internal ones aside), so none throws std::bad_alloc on one
-    // process while the others enter it.
-    counts_.resize(static_cast<std::size_t>(size_));
-    displs_.resize(static_cast<std::size_t>(size_));
+    size_ = procs;
   }
   /// Frees the duplicate (if MPI is still running).
   ~ProcessGroup() override {

@@ -8,21 +8,25 @@
 //
 // Across processes (call.process_group with more than one process) each
 // process holds n_p pairs; the batch is their concatenation in rank order.
-//   1. Every process checks its own part (shapes, finiteness, ids, labels,
-//      weights, outputs) without throwing yet, and normalises its rows.
-//   2. All processes exchange a fixed-size record (scalar type, d, n_p, the
-//      call's options, the loss's parameters, the first local error) with
-//      one all_gather, and all of them throw the same std::invalid_argument
-//      if any process's input was bad or the records disagree (another
-//      local failure, e.g. std::bad_alloc: that process rethrows it, the
-//      others throw std::runtime_error): no process is left waiting in a
-//      later collective.
-//   3. Every process sizes the buffers of the global batch; one all_reduce
-//      of a failure flag (reduce_or_fail) makes all of them throw if one
-//      could not (std::bad_alloc).  Then the normalised rows (and norms,
-//      ids, labels, weights) are gathered, so every process holds W of the
-//      global batch (2 n d scalars).
-//   4. The engine computes ~1/P of the tiles on each process, merges the
+//   1. Every process sizes the exchange's own buffers (a record per
+//      process, the row counts), then checks its own part (shapes,
+//      finiteness, ids, labels, weights, outputs) without throwing yet,
+//      and normalises its rows.
+//   2. One all_reduce sums the batch's rows n and the processes that failed
+//      in 1, with a failure flag (reduce_or_fail): a process that could not
+//      size the exchange's buffers makes every process throw there.
+//   3. When no process failed, every process sizes the buffers of the
+//      global batch (W: 2 n d scalars; norms, ids, labels, weights).
+//   4. All processes exchange a fixed-size record (scalar type, d, n_p, the
+//      call's options, the loss's parameters, the first local error of 1
+//      or 3) with one all_gather, and all of them throw the same
+//      std::invalid_argument if any process's input was bad or the records
+//      disagree (another local failure, e.g. std::bad_alloc: that process
+//      rethrows it, the others throw std::runtime_error): no process is
+//      left waiting in a later collective.
+//   5. The normalised rows (and norms, ids, labels, weights) are gathered,
+//      so every process holds W of the global batch.
+//   6. The engine computes ~1/P of the tiles on each process, merges the
 //      per-row statistics (all_reduce) and sums dW over processes keeping
 //      each process's rows (reduce_scatter); pair terms and the backward
 //      through the normalisation are done for this process's rows only.
@@ -32,8 +36,6 @@
 //      all_reduce: every process throws there.  After the last collective
 //      (a value call's finish(), a gradient's pair terms and backward) a
 //      failure throws on its own process only; nobody is left waiting.
-//      Left: the exchange's own buffer (568 P bytes) is allocated just
-//      before it, so a failure of that allocation leaves the others in it.
 // The loss provides: name(), options(), accepts(), anchors(n),
 // requires_labels(), signature() and with_kernel(batch, f).
 #pragma once
@@ -92,7 +94,7 @@ struct CallRecord {
 /// rethrows its own exception and the others throw std::runtime_error.
 inline void agree(const char* where, const ProcessGroup& group, const CallRecord& mine, std::vector<CallRecord>& all,
                   const std::exception_ptr& own) {
-  all.resize(static_cast<std::size_t>(group.size()));
+  eigen_assert(all.size() == static_cast<std::size_t>(group.size()));  // (sized before, EngineCall::run's step 1)
   group.all_gather(&mine, sizeof(CallRecord), all.data());
   if (own) std::rethrow_exception(own);
   for (std::size_t p = 0; p < all.size(); ++p)
@@ -222,69 +224,72 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
                (call.anchor_weights.given() ? 64 : 0) | (call.per_anchor.given() ? 128 : 0);
   mine.name_hash = fnv1a(where, std::strlen(where));
   const Eigen::Index a_local = loss.anchors(np);
-  std::exception_ptr own_failure;  // a failure other than bad input, rethrown after the exchange
-  try {
-    const std::vector<double> params = loss.signature();
-    mine.params_hash = fnv1a(params.data(), params.size() * sizeof(double));
-    for (std::size_t k = 0; k < params.size() && k < 6; ++k) mine.params[k] = params[k];
-    check_call(where, call, acc);
-    check_inputs(1);  // a process may hold a single pair
-    check_outputs();
-    if (call.instance_ids.given() && static_cast<Eigen::Index>(call.instance_ids.size()) != np)
-      fail(where, "call.instance_ids",
-           "has " + std::to_string(call.instance_ids.size()) + " entries but this process has " + std::to_string(np) +
-               " rows");
-    check_labels(np);
-    if (per) anchor_coefficients(where, call, a_local, b.coef);  // validates this process's weights and outputs
-    resize_buffer(b.w_local, views * np, d);
-    resize_buffer(b.inv_local, views * np);
-    b.clamped_local.assign(static_cast<std::size_t>(views * np), 0);
-    load_rows(b.w_local, b.inv_local, b.clamped_local, 0, za, where, views == 2 ? "za" : "z");
-    if (views == 2) load_rows(b.w_local, b.inv_local, b.clamped_local, np, zb, where, "zb");
-  } catch (const std::invalid_argument& e) {
-    mine.error_kind = 1;
-    std::strncpy(mine.error, e.what(), sizeof(mine.error) - 1);
-  } catch (const std::exception& e) {
-    mine.error_kind = 2;
-    std::strncpy(mine.error, e.what(), sizeof(mine.error) - 1);
-    own_failure = std::current_exception();
-  } catch (...) {
-    mine.error_kind = 2;
-    std::strncpy(mine.error, "an exception", sizeof(mine.error) - 1);
-    own_failure = std::current_exception();
-  }
+  // 1. The exchange's own buffers (a record per process, the distribution's
+  // row counts): a process that cannot size them cannot take part in the
+  // exchange, and says so in the all_reduce before it (step 2).
   std::vector<CallRecord> all;
-  agree(where, *group, mine, all, own_failure);
-
-  // The global batch: n instances, this process's from `offset`.
-  Eigen::Index n = 0, offset = 0;
-  for (int p = 0; p < P; ++p) {
-    const auto rows_p = static_cast<Eigen::Index>(all[static_cast<std::size_t>(p)].rows);
-    if (p < rank) offset += rows_p;
-    n += rows_p;
-  }
-  if (n < min_rows_of<Loss>::value)  // (the same on every process)
-    fail(where, views == 2 ? "za" : "z",
-         "has " + std::to_string(n) + " rows over all processes: at least " +
-             std::to_string(min_rows_of<Loss>::value) + " are needed");
-  // 3. Size every buffer of the global batch, then one all_reduce tells
-  // every process whether all could (reduce_or_fail): a process that could
-  // not must not leave the others waiting in the gathers.
   Distribution dist;
+  std::exception_ptr cannot_exchange;
+  try {
+    all.resize(static_cast<std::size_t>(P));
+    dist.rows.resize(static_cast<std::size_t>(P));
+  } catch (...) {
+    cannot_exchange = std::current_exception();
+  }
+  // A failure of this process from here to the exchange rides on its record:
+  // bad input as error_kind 1 (every process throws the same
+  // std::invalid_argument), any other as 2 (this process rethrows it after
+  // the exchange, the others throw std::runtime_error).
+  std::exception_ptr own_failure;
+  const auto hold = [&](const auto& step) {
+    try {
+      step();
+    } catch (const std::invalid_argument& e) {
+      mine.error_kind = 1;
+      std::strncpy(mine.error, e.what(), sizeof(mine.error) - 1);
+    } catch (const std::exception& e) {
+      mine.error_kind = 2;
+      std::strncpy(mine.error, e.what(), sizeof(mine.error) - 1);
+      own_failure = std::current_exception();
+    } catch (...) {
+      mine.error_kind = 2;
+      std::strncpy(mine.error, "an exception", sizeof(mine.error) - 1);
+      own_failure = std::current_exception();
+    }
+  };
+  if (!cannot_exchange) hold([&] {
+      const std::vector<double> params = loss.signature();
+      mine.params_hash = fnv1a(params.data(), params.size() * sizeof(double));
+      for (std::size_t k = 0; k < params.size() && k < 6; ++k) mine.params[k] = params[k];
+      check_call(where, call, acc);
+      check_inputs(1);  // a process may hold a single pair
+      check_outputs();
+      if (call.instance_ids.given() && static_cast<Eigen::Index>(call.instance_ids.size()) != np)
+        fail(where, "call.instance_ids",
+             "has " + std::to_string(call.instance_ids.size()) + " entries but this process has " +
+                 std::to_string(np) + " rows");
+      check_labels(np);
+      if (per) anchor_coefficients(where, call, a_local, b.coef);  // validates this process's weights and outputs
+      resize_buffer(b.w_local, views * np, d);
+      resize_buffer(b.inv_local, views * np);
+      b.clamped_local.assign(static_cast<std::size_t>(views * np), 0);
+      load_rows(b.w_local, b.inv_local, b.clamped_local, 0, za, where, views == 2 ? "za" : "z");
+      if (views == 2) load_rows(b.w_local, b.inv_local, b.clamped_local, np, zb, where, "zb");
+    });
+  // 2. One all_reduce: the batch's rows n (summed over the processes that
+  // did not fail), how many processes failed, and whether one cannot take
+  // part in the exchange (reduce_or_fail: then every process throws here).
+  double tally[3] = {mine.error_kind == 0 ? static_cast<double>(np) : 0.0, mine.error_kind != 0 ? 1.0 : 0.0, 0.0};
+  reduce_or_fail(*group, tally, 2, cannot_exchange, where);
+  // 3. Unless a process failed (the exchange says which), size every buffer
+  // of the global batch before the exchange, which carries a failure here
+  // (e.g. std::bad_alloc of the gathered W): no process is left waiting in
+  // the gathers.
+  const auto n = static_cast<Eigen::Index>(tally[0]);
+  const Eigen::Index a_global = loss.anchors(n);
   Batch<S> batch;
   ColArray<S> w_local;
-  const Eigen::Index a_global = loss.anchors(n);
-  {
-    std::exception_ptr err;
-    try {
-      dist.group = group;
-      dist.rank = rank;
-      dist.procs = P;
-      dist.local = np;
-      dist.offset = offset;
-      dist.n = n;
-      dist.rows.resize(static_cast<std::size_t>(P));
-      for (int p = 0; p < P; ++p) dist.rows[static_cast<std::size_t>(p)] = all[static_cast<std::size_t>(p)].rows;
+  if (tally[1] == 0) hold([&] {
       b.views = views;
       resize_buffer(b.w, views * n, d);
       resize_buffer(b.inv_norm, views * n);
@@ -297,17 +302,31 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
         b.losses.assign(static_cast<std::size_t>(a_global), S(0));
         if (call.anchor_weights.given()) resize_buffer(w_local, a_local);
       }
-    } catch (...) {
-      err = std::current_exception();
-    }
-    double flag[1] = {0.0};
-    reduce_or_fail(*group, flag, 0, err, where);
+    });
+  // 4. The exchange: every process throws if any failed or they disagree.
+  agree(where, *group, mine, all, own_failure);
+  // This process's rows start at `offset` in the batch (n, as summed above).
+  Eigen::Index offset = 0;
+  for (int p = 0; p < P; ++p) {
+    const auto rows_p = static_cast<Eigen::Index>(all[static_cast<std::size_t>(p)].rows);
+    if (p < rank) offset += rows_p;
+    dist.rows[static_cast<std::size_t>(p)] = all[static_cast<std::size_t>(p)].rows;
   }
+  if (n < min_rows_of<Loss>::value)  // (the same on every process)
+    fail(where, views == 2 ? "za" : "z",
+         "has " + std::to_string(n) + " rows over all processes: at least " +
+             std::to_string(min_rows_of<Loss>::value) + " are needed");
+  dist.group = group;
+  dist.rank = rank;
+  dist.procs = P;
+  dist.local = np;
+  dist.offset = offset;
+  dist.n = n;
   const auto* counts = dist.rows.data();
   const auto gather = [&](const auto* mine_rows, auto* all_rows, std::size_t row_bytes) {
     group->all_gather_rows(mine_rows, all_rows, counts, row_bytes);
   };
-  // Gather the normalised rows, their norms and the per-instance options.
+  // 5. Gather the normalised rows, their norms and the per-instance options.
   for (Eigen::Index view = 0; view < views; ++view) {
     gather(b.w_local.data() + view * np * d, b.w.data() + view * n * d, sizeof(S) * static_cast<std::size_t>(d));
     gather(b.inv_local.data() + view * np, b.inv_norm.data() + view * n, sizeof(S));
@@ -323,7 +342,7 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     for (Eigen::Index view = 0; view < anchor_views; ++view)
       gather(w_local.data() + view * np, b.weights.data() + view * n, sizeof(S));
   }
-  // 4. The engine, on this process's tiles.  What comes before its first
+  // 6. The engine, on this process's tiles.  What comes before its first
   // collective (the batch's checks, building the kernel) is guarded: a
   // process that fails there joins that collective failed.
   bool entered = false;
@@ -351,7 +370,7 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     if (entered) throw;
     Engine<S>::fail_before_run(dist, std::current_exception(), where);
   }
-  // 5. This process's rows out.
+  // 7. This process's rows out.
   if (want_grad) {
     if (views == 2) backprop_two(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga, n + dist.offset, *gb);
     else backprop_rows(b.w, b.inv_norm, b.clamped, b.dw, dist.offset, *ga);
