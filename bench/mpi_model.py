@@ -71,13 +71,13 @@ def memory(loss, n, d, P, threads=1):
 def ring_bytes(n, d, P):
     f = (P - 1) / P
     gather = f * (2 * n * (d + 1) * S + 2 * n)
-    reduce = 2 * f * (2 * n * K * S + 64) + 2 * f * 24  # (+ the pair sums and failure flags of both passes, the 3 doubles before the exchange)
+    reduce = 2 * f * (2 * n * K * S + 64) + 2 * f * 32  # (+ the pair sums and failure flags of both passes, the 4 doubles before the exchange)
     scatter = f * 2 * n * d * S
     return (P - 1) * RECORD + gather + reduce + scatter
 
 
 def payload_bytes(n, d, P):
-    return 24 + RECORD * P + 2 * n * (d + 1) * S + 2 * n + 2 * n * K * S + 64 + 2 * n * d * S
+    return 32 + RECORD * P + 2 * n * (d + 1) * S + 2 * n + 2 * n * K * S + 64 + 2 * n * d * S
 
 
 def flops(loss, n, d):

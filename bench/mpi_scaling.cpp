@@ -168,12 +168,13 @@ double median(std::vector<double> v) {
 
 /// The README's bytes per call and process (float, K = 2 statistics, fixed
 /// shifts, no ids / labels / weights): the all-reduce before the exchange
-/// (the batch's rows, the failed processes, a failure flag: 3 doubles), the
+/// (the batch's rows, the failed processes, the bytes of a row, a failure
+/// flag: 4 doubles), the
 /// call records, the rows, the statistics with the two passes' pair sums
 /// and failure flags (2 x 4 doubles), dW.
 double formula_bytes(double n, double d, double procs) {
   const double S = 4, K = 2, record = static_cast<double>(sizeof(contrastive::detail::CallRecord));
-  return 24 + record * procs + (2 * n * (d + 1) * S + 2 * n) + (2 * n * K * S + 64) + 2 * n * d * S;
+  return 32 + record * procs + (2 * n * (d + 1) * S + 2 * n) + (2 * n * K * S + 64) + 2 * n * d * S;
 }
 
 struct Case {

@@ -33,20 +33,30 @@ inline std::atomic<std::size_t> smallest{16 * 1024};
 inline std::atomic<std::size_t> largest{std::numeric_limits<std::size_t>::max()};
 inline std::atomic<long> seen{0};
 inline std::atomic<long> fail_at{-1};
+// With `this_thread_only`, only the arming thread's allocations count (not,
+// e.g., an MPI progress thread's of the same size).
+inline std::atomic<bool> owner_only{false};
+inline thread_local bool is_owner = false;
 
-/// Arms it: the k-th allocation (from 0) of [lo, hi] bytes fails.
-inline void arm(long k, std::size_t lo, std::size_t hi = std::numeric_limits<std::size_t>::max()) {
+/// Arms it: the k-th allocation (from 0) of [lo, hi] bytes fails (of any
+/// thread, or of this thread only).
+inline void arm(long k, std::size_t lo, std::size_t hi = std::numeric_limits<std::size_t>::max(),
+                bool this_thread_only = false) {
   smallest = lo;
   largest = hi;
   seen = 0;
   fail_at = k;
+  owner_only = this_thread_only;
+  is_owner = true;
   armed = true;
 }
 }  // namespace fail_malloc
 
 extern "C" void* __libc_malloc(std::size_t bytes);
 extern "C" void* malloc(std::size_t bytes) noexcept {
-  if (fail_malloc::armed.load(std::memory_order_relaxed) && bytes >= fail_malloc::smallest.load(std::memory_order_relaxed) &&
+  if (fail_malloc::armed.load(std::memory_order_relaxed) &&
+      (!fail_malloc::owner_only.load(std::memory_order_relaxed) || fail_malloc::is_owner) &&
+      bytes >= fail_malloc::smallest.load(std::memory_order_relaxed) &&
       bytes <= fail_malloc::largest.load(std::memory_order_relaxed) &&
       fail_malloc::seen.fetch_add(1) == fail_malloc::fail_at.load(std::memory_order_relaxed))
     return nullptr;

@@ -432,8 +432,8 @@ TEST_CASE("a failure on one process before its engine reaches every process", "[
       gb.setConstant(7.0);
       double dt = 7.0;
       if (rank_ == failing) {
-        if (what == 1) fail_malloc::arm(0, w_bytes, w_bytes + 128);  // (+ Eigen's alignment)
-        else fail_malloc::arm(0, records, records);
+        if (what == 1) fail_malloc::arm(0, w_bytes, w_bytes + 128, true);  // (+ Eigen's alignment)
+        else fail_malloc::arm(0, records, records, true);
       }
       if (rank_ == failing)
         CHECK_THROWS_AS(ntxent.value_and_grad(a, b, ga, gb, &dt, ws2, call), std::bad_alloc);
@@ -454,6 +454,74 @@ TEST_CASE("a failure on one process before its engine reaches every process", "[
   }
 }
 
+TEST_CASE("the allocating Result calls across processes and their failures", "[mpi]") {
+  contrastive::mpi::ProcessGroup group(MPI_COMM_WORLD);
+  std::mt19937_64 rng(17);
+  const Eigen::Index n = procs_ + 1, d = 8;  // (a process may hold a single pair)
+  const MatD za = uneven_rows(n, d, rng), zb = uneven_rows(n, d, rng);
+  const Shard sh = my_shard(n);
+  const MatD a = za.middleRows(sh.offset, sh.rows), b = zb.middleRows(sh.offset, sh.rows);
+  const auto call = contrastive::CallOptions<double>{}.with_process_group(group);
+  const contrastive::NTXent<double> loss(0.3);
+  const contrastive::SupConOneView<double> supcon(0.3);
+  std::vector<Eigen::Index> labels(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<Eigen::Index>(i % 2);
+  const std::vector<Eigen::Index> my_labels(labels.begin() + sh.offset, labels.begin() + sh.offset + sh.rows);
+  auto with_labels = call;
+  with_labels.labels = my_labels;
+  // The Result equals the output overload's numbers (and the whole batch's).
+  const auto r = loss.value_and_grad(a, b, call);
+  const auto whole = loss.value_and_grad(za, zb);
+  CHECK(near(r.value, whole.value, 1e-12));
+  CHECK(near(r.grad_a, whole.grad_a.middleRows(sh.offset, sh.rows), 1e-12));
+  CHECK(near(r.grad_b, whole.grad_b.middleRows(sh.offset, sh.rows), 1e-12));
+  const auto r1 = supcon.value_and_grad(a, with_labels);
+  auto whole_labels = contrastive::CallOptions<double>{};
+  whole_labels.labels = labels;
+  const auto whole1 = supcon.value_and_grad(za, whole_labels);
+  CHECK(near(r1.value, whole1.value, 1e-12));
+  CHECK(near(r1.grad_a, whole1.grad_a.middleRows(sh.offset, sh.rows), 1e-12));
+#if CONTRASTIVE_TEST_FAIL_MALLOC
+  // Allocating the Result fails on one process: it joins the call failed.
+  const std::size_t g_bytes = static_cast<std::size_t>(sh.rows * d) * sizeof(double);
+  for (const int failing : {0, procs_ - 1}) {
+    INFO("process " << failing << " fails; this is process " << rank_);
+    const std::string named = "process " + std::to_string(failing) + " of " + std::to_string(procs_) + ": ";
+    for (const int one_view : {0, 1}) {
+      INFO((one_view ? "SupConOneView" : "NT-Xent"));
+      const auto go = [&] {
+        if (one_view) (void)supcon.value_and_grad(a, with_labels);
+        else (void)loss.value_and_grad(a, b, call);
+      };
+      if (rank_ == failing) {
+        fail_malloc::arm(0, g_bytes, g_bytes + 128, true);
+        CHECK_THROWS_AS(go(), std::bad_alloc);
+        fail_malloc::armed = false;
+        CHECK(fail_malloc::seen.load() >= 1);
+      } else {
+        CHECK_THROWS_WITH(go(), Contains(named + "std::bad_alloc"));
+      }
+    }
+  }
+  // The processes disagree on d, and the gathered batch cannot be
+  // allocated anywhere: the disagreement is what every process reports
+  // (the batch is not sized when the rows' widths differ).
+  if (procs_ > 1) {
+    const Eigen::Index d0 = 64, dw = rank_ == 1 ? d0 + 1 : d0;  // (W: kilobytes, above any message's buffer)
+    const MatD wa = MatD::Random(sh.rows, dw), wb = MatD::Random(sh.rows, dw);
+    MatD ga(sh.rows, dw), gb(sh.rows, dw);
+    double dt = 0;
+    contrastive::Workspace<double> ws;
+    const std::size_t lo = static_cast<std::size_t>(2 * n * d0) * sizeof(double);
+    fail_malloc::arm(0, lo, lo + static_cast<std::size_t>(2 * n) * sizeof(double) + 128, true);
+    CHECK_THROWS_WITH(loss.value_and_grad(wa, wb, ga, gb, &dt, ws, call),
+                      Contains("'call.process_group'") && Contains("dimension d"));
+    fail_malloc::armed = false;
+    CHECK(fail_malloc::seen.load() == 0);
+  }
+#endif
+}
+
 #if CONTRASTIVE_TEST_FAIL_MALLOC
 TEST_CASE("a ProcessGroup that one process cannot size throws on every process", "[mpi]") {
   // Its scratch (an int per process, twice) is sized before the collective
@@ -463,7 +531,7 @@ TEST_CASE("a ProcessGroup that one process cannot size throws on every process",
     INFO("process " << failing << " fails; this is process " << rank_);
     const std::size_t bytes = sizeof(int) * static_cast<std::size_t>(procs_);
     if (rank_ == failing) {
-      fail_malloc::arm(0, bytes, bytes);
+      fail_malloc::arm(0, bytes, bytes, true);
       CHECK_THROWS_AS(contrastive::mpi::ProcessGroup(MPI_COMM_WORLD), std::bad_alloc);
       fail_malloc::armed = false;
       CHECK(fail_malloc::seen.load() >= 1);

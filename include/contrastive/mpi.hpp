@@ -46,6 +46,7 @@ class ProcessGroup final : public contrastive::ProcessGroup {
     // one all-reduce after the (collective) dup.
     int procs = 0;
     check(MPI_Comm_size(comm, &procs), "MPI_Comm_size");
+    check(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");  // (the duplicate's: nothing throws after the dup but the flag)
     std::exception_ptr failed;
     try {
       counts_.resize(static_cast<std::size_t>(procs));
@@ -63,7 +64,6 @@ class ProcessGroup final : public contrastive::ProcessGroup {
       throw std::runtime_error("contrastive::mpi::ProcessGroup: " + std::to_string(any) + " of " +
                                std::to_string(procs) + " processes could not allocate the group's scratch");
     }
-    check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     size_ = procs;
   }
   /// Frees the duplicate (if MPI is still running).

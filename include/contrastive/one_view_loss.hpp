@@ -3,6 +3,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <exception>
+
 #include <Eigen/Core>
 
 #include "api.hpp"
@@ -57,7 +59,12 @@ class OneViewLoss {
   Result<Scalar> value_and_grad(const Eigen::MatrixBase<D>& z, const Call& call = {}) const {
     Workspace<Scalar> ws;
     Result<Scalar> out;
-    out.grad_a.resize(z.rows(), z.cols());
+    try {
+      out.grad_a.resize(z.rows(), z.cols());
+    } catch (...) {
+      // Across processes the others are entering the call: join it failed.
+      detail::EngineCall::join_failed(self(), detail::buffers(ws), z, z, call, std::current_exception());
+    }
     out.value = value_and_grad(z, out.grad_a, &out.grad_temperature, ws, call);
     return out;
   }

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <string>
 #include <vector>
@@ -121,6 +122,14 @@ class SampledNegatives : public TwoViewLoss<SampledNegatives<Scalar>, Scalar> {
   static constexpr const char* kName = "contrastive::SampledNegatives";
   /// Largest batch: 2n candidates and 2n anchors stay far from overflow.
   static constexpr Eigen::Index kMaxRows = Eigen::Index(1) << 40;
+
+  /// A failure before a call (allocating a Result): one process only (this
+  /// loss takes no process group).
+  template <typename DA, typename DB>
+  [[noreturn]] void fail_call(const Eigen::MatrixBase<DA>&, const Eigen::MatrixBase<DB>&, detail::Buffers<Scalar>&,
+                              const CallOptions<Scalar>&, const std::exception_ptr& err) const {
+    std::rethrow_exception(err);
+  }
 
   template <typename DA, typename DB>
   Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <exception>
 #include <type_traits>
 #include <vector>
 
@@ -142,12 +143,17 @@ class TwoViewLoss {
                                 const Call& call = {}) const {
     Workspace<Scalar> ws;
     Result<Scalar> out;
-    detail::size_result(out, self().name(), za, zb);
     Call c = call;
     const Eigen::Index a = self().anchors(za.rows());
-    if (a > 0 && !call.per_anchor.given()) {
-      out.per_anchor.assign(static_cast<std::size_t>(a), Scalar(0));
-      c.per_anchor = out.per_anchor;
+    try {
+      detail::size_result(out, self().name(), za, zb);
+      if (a > 0 && !call.per_anchor.given()) {
+        out.per_anchor.assign(static_cast<std::size_t>(a), Scalar(0));
+        c.per_anchor = out.per_anchor;
+      }
+    } catch (...) {
+      // Across processes the others are entering the call: join it failed.
+      self().fail_call(za, zb, detail::buffers(ws), call, std::current_exception());
     }
     std::array<Scalar*, 2> g = detail::ResultFields<Derived, Scalar>::of(out);
     out.value = self().differentiate(za, zb, out.grad_a, out.grad_b, g.data(), detail::buffers(ws), c);
@@ -156,6 +162,13 @@ class TwoViewLoss {
   }
 
  protected:
+  /// A failure before a call (allocating a Result): across processes the
+  /// engine's call is joined failed, so that every process throws.
+  template <typename DA, typename DB>
+  [[noreturn]] void fail_call(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
+                              detail::Buffers<Scalar>& b, const Call& call, const std::exception_ptr& err) const {
+    detail::EngineCall::join_failed(self(), b, za, zb, call, err);
+  }
   /// A value call of a loss on the engine.
   template <typename DA, typename DB>
   Scalar evaluate(const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb, detail::Buffers<Scalar>& b,

@@ -291,7 +291,7 @@ void publish_per_anchor(const CallOptions<S>& call, const std::vector<S>& losses
 /// Checks the views and sizes the gradients of an allocating result.
 template <typename Result, typename DA, typename DB>
 void size_result(Result& out, const char* where, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb) {
-  check_views(where, za, zb);
+  check_views(where, za, zb, 1);  // (the call checks the batch's rows: across processes one may hold a single pair)
   out.grad_a.resize(za.rows(), za.cols());
   out.grad_b.resize(zb.rows(), zb.cols());
 }

@@ -12,11 +12,13 @@
 //      process, the row counts), then checks its own part (shapes,
 //      finiteness, ids, labels, weights, outputs) without throwing yet,
 //      and normalises its rows.
-//   2. One all_reduce sums the batch's rows n and the processes that failed
-//      in 1, with a failure flag (reduce_or_fail): a process that could not
-//      size the exchange's buffers makes every process throw there.
-//   3. When no process failed, every process sizes the buffers of the
-//      global batch (W: 2 n d scalars; norms, ids, labels, weights).
+//   2. One all_reduce sums the batch's rows n, the processes that failed
+//      in 1 and the bytes of a row (d sizeof(S)), with a failure flag
+//      (reduce_or_fail): a process that could not size the exchange's
+//      buffers makes every process throw there.
+//   3. When no process failed and the rows' widths agree, every process
+//      sizes the buffers of the global batch (W: 2 n d scalars; norms, ids,
+//      labels, weights).
 //   4. All processes exchange a fixed-size record (scalar type, d, n_p, the
 //      call's options, the loss's parameters, the first local error of 1
 //      or 3) with one all_gather, and all of them throw the same
@@ -145,10 +147,13 @@ struct min_rows_of<L, std::void_t<decltype(L::kMinRows)>> : std::integral_consta
 struct EngineCall {
 /// Validates, loads and runs one call of `loss` (gradients when ga, gb are
 /// given); returns the value, leaving the kernel's results in b.cs.
+/// `prior`: a failure of the caller's own before the call (e.g. allocating
+/// a Result); the call then fails with it, across processes after telling
+/// the others (join_failed).
 template <typename Loss, typename S, typename DA, typename DB, typename GA, typename GB>
 static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& za, const Eigen::MatrixBase<DB>& zb,
                   const Eigen::MatrixBase<GA>* ga, const Eigen::MatrixBase<GB>* gb, bool want_dtau,
-                  const CallOptions<S>& call) {
+                  const CallOptions<S>& call, const std::exception_ptr& prior = nullptr) {
   const char* where = loss.name();
   const bool want_grad = ga != nullptr;
   constexpr int views = views_of<Loss>::value;
@@ -177,6 +182,7 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
   };
 
   if (group == nullptr || group->size() == 1) {
+    if (prior) std::rethrow_exception(prior);
     check_call(where, call, acc);
     check_inputs(min_rows_of<Loss>::value);
     check_outputs();
@@ -258,6 +264,7 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     }
   };
   if (!cannot_exchange) hold([&] {
+      if (prior) std::rethrow_exception(prior);
       const std::vector<double> params = loss.signature();
       mine.params_hash = fnv1a(params.data(), params.size() * sizeof(double));
       for (std::size_t k = 0; k < params.size() && k < 6; ++k) mine.params[k] = params[k];
@@ -277,19 +284,24 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
       if (views == 2) load_rows(b.w_local, b.inv_local, b.clamped_local, np, zb, where, "zb");
     });
   // 2. One all_reduce: the batch's rows n (summed over the processes that
-  // did not fail), how many processes failed, and whether one cannot take
-  // part in the exchange (reduce_or_fail: then every process throws here).
-  double tally[3] = {mine.error_kind == 0 ? static_cast<double>(np) : 0.0, mine.error_kind != 0 ? 1.0 : 0.0, 0.0};
-  reduce_or_fail(*group, tally, 2, cannot_exchange, where);
-  // 3. Unless a process failed (the exchange says which), size every buffer
-  // of the global batch before the exchange, which carries a failure here
-  // (e.g. std::bad_alloc of the gathered W): no process is left waiting in
-  // the gathers.
+  // did not fail), how many processes failed, the bytes of a row
+  // (d sizeof(S), summed), and whether one cannot take part in the exchange
+  // (reduce_or_fail: then every process throws here).
+  const double width = static_cast<double>(d) * static_cast<double>(sizeof(S));
+  double tally[4] = {mine.error_kind == 0 ? static_cast<double>(np) : 0.0, mine.error_kind != 0 ? 1.0 : 0.0, width,
+                     0.0};
+  reduce_or_fail(*group, tally, 3, cannot_exchange, where);
+  // 3. Unless a process failed or the rows' widths differ (the exchange
+  // says which: a mismatched d is bad input, not an allocation to try),
+  // size every buffer of the global batch before the exchange, which
+  // carries a failure here (e.g. std::bad_alloc of the gathered W): no
+  // process is left waiting in the gathers.  (The sums are exact: integers
+  // below 2^53.)
   const auto n = static_cast<Eigen::Index>(tally[0]);
   const Eigen::Index a_global = loss.anchors(n);
   Batch<S> batch;
   ColArray<S> w_local;
-  if (tally[1] == 0) hold([&] {
+  if (tally[1] == 0 && tally[2] == static_cast<double>(P) * width) hold([&] {
       b.views = views;
       resize_buffer(b.w, views * n, d);
       resize_buffer(b.inv_norm, views * n);
@@ -303,7 +315,8 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
         if (call.anchor_weights.given()) resize_buffer(w_local, a_local);
       }
     });
-  // 4. The exchange: every process throws if any failed or they disagree.
+  // 4. The exchange: every process throws if any failed or they disagree
+  // (so from here on the rows' widths agree and the buffers are sized).
   agree(where, *group, mine, all, own_failure);
   // This process's rows start at `offset` in the batch (n, as summed above).
   Eigen::Index offset = 0;
@@ -312,6 +325,7 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
     if (p < rank) offset += rows_p;
     dist.rows[static_cast<std::size_t>(p)] = all[static_cast<std::size_t>(p)].rows;
   }
+  eigen_assert(offset + np <= n && b.w.rows() == views * n);
   if (n < min_rows_of<Loss>::value)  // (the same on every process)
     fail(where, views == 2 ? "za" : "z",
          "has " + std::to_string(n) + " rows over all processes: at least " +
@@ -381,6 +395,21 @@ static double run(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& 
         call.per_anchor[static_cast<std::size_t>(v2 * np + i)] = b.losses[static_cast<std::size_t>(v2 * n + dist.offset + i)];
   }
   return v;
+}
+
+/// A caller's failure before a call of `loss` (e.g. allocating a Result):
+/// across processes this process still takes part in the call's first
+/// collectives, where every process throws (bad input as the same
+/// std::invalid_argument, another failure as this process's own exception
+/// here and std::runtime_error on the others); alone it just rethrows.
+template <typename Loss, typename S, typename DA, typename DB>
+[[noreturn]] static void join_failed(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& za,
+                                     const Eigen::MatrixBase<DB>& zb, const CallOptions<S>& call,
+                                     const std::exception_ptr& err) {
+  using M = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  run(loss, b, za, zb, static_cast<const Eigen::MatrixBase<M>*>(nullptr), static_cast<const Eigen::MatrixBase<M>*>(nullptr),
+      false, call, err);
+  std::rethrow_exception(err);  // (not reached: the call throws)
 }
 };
 
