@@ -140,6 +140,12 @@ struct min_rows_of : std::integral_constant<Eigen::Index, 2> {};
 template <typename L>
 struct min_rows_of<L, std::void_t<decltype(L::kMinRows)>> : std::integral_constant<Eigen::Index, L::kMinRows> {};
 
+/// The output overload's null gradients (a value-only call).
+template <typename S>
+const Eigen::MatrixBase<Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>>* no_gradient() {
+  return nullptr;
+}
+
 /// The one path of every call of a loss on the engine (losses befriend it
 /// to expose accepts(), requires_labels(), signature() and with_kernel()).
 /// A loss of one view (views_of<Loss> == 1) is called with za = zb = z and
@@ -406,18 +412,10 @@ template <typename Loss, typename S, typename DA, typename DB>
 [[noreturn]] static void join_failed(const Loss& loss, Buffers<S>& b, const Eigen::MatrixBase<DA>& za,
                                      const Eigen::MatrixBase<DB>& zb, const CallOptions<S>& call,
                                      const std::exception_ptr& err) {
-  using M = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
-  run(loss, b, za, zb, static_cast<const Eigen::MatrixBase<M>*>(nullptr), static_cast<const Eigen::MatrixBase<M>*>(nullptr),
-      false, call, err);
+  run(loss, b, za, zb, no_gradient<S>(), no_gradient<S>(), false, call, err);
   std::rethrow_exception(err);  // (not reached: the call throws)
 }
 };
-
-/// The output overload's null gradients (a value-only call).
-template <typename S>
-const Eigen::MatrixBase<Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>>* no_gradient() {
-  return nullptr;
-}
 
 }  // namespace detail
 }  // namespace contrastive
