@@ -19,8 +19,10 @@ marked ⚠: another process shared the core during the measurement.
 
 Times are real time in ms: the median aggregate when the run had
 repetitions, else the median of the iteration entries.  A library row marked
-† streamed (recomputed its similarity tiles in the gradient pass); the limit
-of that path is 4/3 of the minimal one and is listed under the table.
+† streamed (recomputed some or all of its similarity tiles in the gradient
+pass: past the memory budget the engine keeps as many tiles as fit while at
+least half of them do); the limit of a call that recomputes every tile is
+4/3 of the minimal one and is listed under the table.
 
 Targets (issue "the engine to the machine's limit"), flagged ✓ / ✗:
   * NT-Xent, DCL, DHEL value+gradient: <= 1.35x the limit at n = 256,
@@ -196,7 +198,7 @@ def report(paths):
               f"{'–' if ratio is None else f'{ratio:.2f}'} | {naive_s} | {nmin_s} | {text} |")
     print()
     if streamed_notes:
-        print("† streamed (tiles recomputed in the gradient pass):")
+        print("† streamed (some or all tiles recomputed in the gradient pass; the limit if all are):")
         for s in streamed_notes:
             print(f"* {s}")
         print()

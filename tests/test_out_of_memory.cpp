@@ -50,7 +50,9 @@ TEST_CASE("a failed allocation throws std::bad_alloc and leaves the outputs and 
   const MatF small_a = uneven_rows(40, 8, rng).cast<float>(), small_b = uneven_rows(40, 8, rng).cast<float>();
   const MatF za = uneven_rows(300, 48, rng).cast<float>(), zb = uneven_rows(300, 48, rng).cast<float>();
   for (int threads : {1, 2})
-    for (std::size_t budget : {std::size_t(0), std::size_t(1) << 30}) {
+    // Streamed, cached, and 600 kB: 70% of the 859 kB of tiles kept, the
+    // others streamed (the cache and the scratch tiles).
+    for (std::size_t budget : {std::size_t(0), std::size_t(1) << 30, std::size_t(600000)}) {
       contrastive::EngineOptions o;
       o.num_threads = threads;
       o.parallel_threshold = 0;
@@ -62,6 +64,10 @@ TEST_CASE("a failed allocation throws std::bad_alloc and leaves the outputs and 
       contrastive::Workspace<float> fresh;
       const float v_ref = loss.value_and_grad(za, zb, ga_ref, gb_ref, &dt_ref, fresh);
       INFO(threads << " threads, budget " << budget);
+      Eigen::Index cached = 0;
+      for (const auto& t : contrastive::detail::buffers(fresh).cache) cached += t.size();
+      REQUIRE(fresh.last_call_streamed() == (budget != std::size_t(1) << 30));
+      REQUIRE((cached > 0) == (budget != 0));
       // Each time: a Workspace sized by a smaller call (so the failing call
       // grows buffers that hold storage), the larger call with one
       // allocation failing, then the larger call again on the same Workspace.

@@ -33,9 +33,10 @@ namespace contrastive {
 struct EngineOptions {
   /// Largest number of bytes of similarity tiles the engine may keep between
   /// the reduction pass and the gradient pass.  When the tiles a loss needs
-  /// fit, they are computed once ("materialised"); otherwise they are
-  /// recomputed in the gradient pass ("streaming") and memory stays
-  /// O(n d + threads tile_size^2) whatever n is.  Default: 256 MiB.
+  /// fit, they are computed once ("materialised").  When at least half of
+  /// them fit, as many as fit are kept and the others recomputed in the
+  /// gradient pass; with fewer, all are recomputed ("streaming") and memory
+  /// stays O(n d + threads tile_size^2) whatever n is.  Default: 256 MiB.
   std::size_t memory_budget_bytes = std::size_t(256) << 20;
   /// Largest edge (rows = columns) of the square similarity tiles, 1 to
   /// kMaxTileSize.  Default 256.  Batches of 128 to 2 * tile_size pairs use
@@ -172,6 +173,7 @@ struct Buffers {
   std::vector<Tile> tiles;             // by round: no two tiles of a round share a row block
   std::vector<std::uint32_t> seq;      // per tile: its turn in its row block and its column block
   std::vector<TileArray<S>> cache;     // materialised tiles (pass 2 reads them)
+  std::vector<unsigned char> kept;     // per tile: 1 when the call computes it in cache[t]
   std::vector<PairSums> tile_sums;     // per tile, both passes
   std::vector<ThreadSlot<S>> slots;
   RowStats<S> stats;
@@ -196,7 +198,7 @@ struct Buffers {
                     sz(inv_norm) + clamped.size() + sz(stats.m) + sz(stats.s) + sz(cs.pos) +
                     sz(cs.lse) + sz(cs.lse_neg) + sz(cs.alpha) + sz(cs.alpha2) + sz(coef) + sizeof(S) * losses.size() + sz(keys) +
                     sz(dkeys) + sz(keys_inv_norm) + sz(scratch) + keys_clamped.size() + sizeof(Tile) * tiles.size() +
-                    sizeof(std::uint32_t) * seq.size() +
+                    sizeof(std::uint32_t) * seq.size() + kept.capacity() +
                     sizeof(PairSums) * tile_sums.size() + sz(logits) +
                     sizeof(Eigen::Index) * (cand.capacity() + drawn.capacity());
     for (const auto& t : cache) b += sz(t);
@@ -220,7 +222,8 @@ class Workspace {
 
   /// Bytes currently held by the workspace's buffers.
   std::size_t bytes() const { return b_.bytes(); }
-  /// True when the last gradient call recomputed tiles instead of caching them.
+  /// True when the last gradient call recomputed some or all of its tiles
+  /// instead of caching them (EngineOptions::memory_budget_bytes).
   bool last_call_streamed() const { return b_.streamed; }
   /// Threads the last call used for its tile loop.
   int last_call_threads() const { return b_.threads; }

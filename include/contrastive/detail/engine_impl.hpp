@@ -12,9 +12,11 @@
 // (build_tiles).  Both passes hand them out in that order, one at a time, to
 // whichever thread is free (flow): the thread computes the tile (into the
 // tile cache when the tiles fit memory_budget_bytes, "materialised", else
-// into its scratch tile, "streamed", and pass 2 computes it again), then
-// adds its statistics (pass 1) or its GEMMs (pass 2) into the rows of its
-// two row blocks, each block waiting until the earlier tiles' additions are
+// into its scratch tile, "streamed", and pass 2 computes it again; when at
+// least half of them fit, as many as fit are cached and the others
+// streamed), then adds its statistics (pass 1) or its GEMMs (pass 2) into
+// the rows of its two row blocks, each block waiting until the earlier
+// tiles' additions are
 // in.  So the sums run in tile order, whatever the threads: results are
 // bitwise the same for every thread count.  Memory is O(n d + threads
 // tile^2) streamed (Workspace::bytes(), formula in the README).
@@ -513,9 +515,9 @@ struct Plan {
   Eigen::Index chunk = 1;     // tile edge
   Eigen::Index blocks = 0;    // row blocks per view
   int threads = 1;
-  bool materialised = false;  // the tiles fit memory_budget_bytes (else streamed)
-  bool cache = false;         // tiles kept between the passes
-  bool cache_scratch = false; // a value call computing its tiles in a gradient call's cache
+  bool materialised = false;  // all of this process's tiles fit memory_budget_bytes
+  bool cache = false;         // a gradient call keeps some or all tiles between the passes (Buffers::kept)
+  bool scratch = false;       // some tile is computed in its thread's scratch tile
   bool gradient = false;      // the gradient pass runs
   int stats = 0;              // per-row statistics of the kernel
   bool online = false;
@@ -671,13 +673,40 @@ class Engine {
     // Threads share out this process's tiles: no more threads than tiles
     // (no tile, a kernel of pair terms only: no parallel region).
     p.threads = static_cast<int>(std::max<long>(1, std::min<long>(threads, p.owned(ntiles))));
-    p.materialised = cache_bytes <= static_cast<double>(opt.memory_budget_bytes);
-    p.cache = p.materialised && want_grad;
-    // A value call between gradient calls computes its tiles in their cache
-    // (same shapes): no scratch tiles, and the workspace keeps its size.
-    p.cache_scratch = p.materialised && !want_grad && b.cache.size() == b.tiles.size();
-    for (std::size_t t = 0; p.cache_scratch && t < b.tiles.size(); ++t)
-      p.cache_scratch = !p.owns(t) || (b.cache[t].rows() == b.tiles[t].nr && b.cache[t].cols() == b.tiles[t].nc);
+    const double budget = static_cast<double>(opt.memory_budget_bytes);
+    p.materialised = cache_bytes <= budget;
+    // kept[t]: tile t lives in b.cache[t] during the call.
+    b.kept.assign(b.tiles.size(), 0);
+    if (want_grad && cache_bytes <= 2.0 * budget) {
+      // Keep every tile when they fit; when at least half of them fit, keep
+      // as many as the budget holds (the full products first: a diagonal
+      // tile costs 5/8 of one to form again) and form the rest again in
+      // pass 2, so that time grows smoothly past the budget instead of by
+      // a whole extra pass; below that stream them all, and memory stays
+      // O(n d + threads tile^2).  The choice depends on n, d, the tile edge
+      // and the budget only, never on the threads.
+      double used = 0;
+      for (const bool diagonal : {false, true})
+        for (std::size_t t = 0; t < b.tiles.size(); ++t) {
+          const Tile& tile = b.tiles[t];
+          if (!p.owns(t) || tile.diagonal() != diagonal) continue;
+          const double bytes = static_cast<double>(sizeof(S)) * static_cast<double>(tile.nr) * static_cast<double>(tile.nc);
+          if (used + bytes > budget) continue;
+          used += bytes;
+          b.kept[t] = 1;
+        }
+    } else if (!want_grad && b.cache.size() == b.tiles.size()) {
+      // A value call after a gradient call on the same shapes computes its
+      // tiles in that call's cache where it has them: the workspace keeps
+      // its size.
+      for (std::size_t t = 0; t < b.tiles.size(); ++t)
+        b.kept[t] = p.owns(t) && b.cache[t].rows() == b.tiles[t].nr && b.cache[t].cols() == b.tiles[t].nc;
+    }
+    for (std::size_t t = 0; t < b.tiles.size(); ++t) {
+      if (!p.owns(t)) continue;
+      if (b.kept[t]) p.cache = want_grad;
+      else p.scratch = true;
+    }
     return p;
   }
 
@@ -685,10 +714,10 @@ class Engine {
   static void size(Buffers<S>& b, const Plan& p) {
     const Eigen::Index n2 = b.w.rows(), d = b.w.cols(), k = p.stats;
     b.threads = p.threads;
-    if (p.gradient) b.streamed = !p.cache;  // (a value call leaves the last gradient call's)
+    if (p.gradient) b.streamed = p.scratch;  // (a value call leaves the last gradient call's)
     b.slots.resize(static_cast<std::size_t>(p.threads));
     for (auto& sl : b.slots) {
-      if (!p.cache && !p.cache_scratch) resize_buffer(sl.x, p.chunk, p.chunk);
+      if (p.scratch) resize_buffer(sl.x, p.chunk, p.chunk);
       resize_buffer(sl.v, 4 * p.chunk);
       sl.chunk = p.chunk;
       size_stats(sl.ts, p.chunk, k, p.online);
@@ -702,7 +731,7 @@ class Engine {
     if (p.cache) {
       b.cache.resize(b.tiles.size());
       for (std::size_t t = 0; t < b.tiles.size(); ++t)
-        resize_buffer(b.cache[t], p.owns(t) ? b.tiles[t].nr : 0, p.owns(t) ? b.tiles[t].nc : 0);
+        resize_buffer(b.cache[t], b.kept[t] ? b.tiles[t].nr : 0, b.kept[t] ? b.tiles[t].nc : 0);
     } else if (p.gradient) {
       // Streaming: give the memory of an earlier, smaller problem's tiles back.
       // (A value-only call keeps them for the next gradient call.)
@@ -856,15 +885,16 @@ class Engine {
   /// row block's in tile order (flow).
   template <typename Kernel>
   static void pass1(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
-    const bool keep = p.cache || p.cache_scratch;
     flow(
         b, p,
         [&](std::size_t t, ThreadSlot<S>& sl) {
           const Tile& tile = b.tiles[t];
-          TileRef<S> X = keep ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
-          similarity_tile(kernel, b, tile, X, sl.gemm, lower_diagonal(kernel, p.cache));
+          // keep: pass 2 reads this tile from the cache.
+          const bool in_cache = b.kept[t] != 0, keep = in_cache && p.gradient;
+          TileRef<S> X = in_cache ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+          similarity_tile(kernel, b, tile, X, sl.gemm, lower_diagonal(kernel, keep));
           TileOut<S> out = tile_out(sl.ts, tile, b.tile_sums[t]);
-          kernel.pass1(X, tile, b.cs, out, p.cache, sl);
+          kernel.pass1(X, tile, b.cs, out, keep, sl);
           eigen_assert(!(tile.diagonal() && out.has_cols));  // (the contract: its rows are its columns)
           return (out.has_rows ? 1 : 0) | (out.has_cols ? 2 : 0);
         },
@@ -887,15 +917,16 @@ class Engine {
   static void pass2(const Kernel& kernel, Buffers<S>& b, const Plan& p) {
     const auto tile_x = [&](std::size_t t, ThreadSlot<S>& sl) {
       const Tile& tile = b.tiles[t];
-      return p.cache ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
+      return b.kept[t] ? TileRef<S>(b.cache[t]) : TileRef<S>(sl.x.topLeftCorner(tile.nr, tile.nc));
     };
     flow(
         b, p,
         [&](std::size_t t, ThreadSlot<S>& sl) {
           const Tile& tile = b.tiles[t];
           TileRef<S> X = tile_x(t, sl);
-          if (!p.cache) similarity_tile(kernel, b, tile, X, sl.gemm);
-          return kernel.pass2(X, tile, p.cache, b.cs, b.tile_sums[t], sl) ? 1 : 0;
+          const bool kept = b.kept[t] != 0;
+          if (!kept) similarity_tile(kernel, b, tile, X, sl.gemm);
+          return kernel.pass2(X, tile, kept, b.cs, b.tile_sums[t], sl) ? 1 : 0;
         },
         [&](std::size_t t, int active, bool as_col, ThreadSlot<S>& sl) {
           if (!active) return;
