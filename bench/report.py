@@ -20,8 +20,8 @@ marked ⚠: another process shared the core during the measurement.
 Times are real time in ms: the median aggregate when the run had
 repetitions, else the median of the iteration entries.  A library row marked
 † streamed (recomputed some or all of its similarity tiles in the gradient
-pass: past the memory budget the engine keeps as many tiles as fit while at
-least half of them do); the limit of a call that recomputes every tile is
+pass: past the memory budget, up to twice it, the engine keeps as many
+tiles as fit); the limit of a call that recomputes every tile is
 4/3 of the minimal one and is listed under the table.
 
 Targets (issue "the engine to the machine's limit"), flagged ✓ / ✗:

@@ -47,8 +47,9 @@ TEST_CASE("materialised, streamed and threaded paths agree to round-off", "[engi
 
 TEST_CASE("a budget that holds part of the tiles keeps as many as fit and recomputes the others", "[engine]") {
   // The bytes of the tiles a fully cached call keeps, C: a budget of
-  // 0.7 C keeps some of them (never more than the budget) and recomputes
-  // the rest; 0.49 C keeps none.  Every result equals the fully cached
+  // 0.7 C keeps as many as fit (never more than the budget; with these
+  // small tiles, more than half of C) and recomputes the rest; 0.49 C
+  // (tiles of more than twice the budget) keeps none.  Every result equals the fully cached
   // call's to round-off, bitwise the same on 1, 2 and 3 threads, and a
   // value call on the same workspace uses the kept tiles.  SigLIP and
   // Combined keep a tile as its gradient H (pass 1 with keep), the InfoNCE

@@ -33,9 +33,9 @@ namespace contrastive {
 struct EngineOptions {
   /// Largest number of bytes of similarity tiles the engine may keep between
   /// the reduction pass and the gradient pass.  When the tiles a loss needs
-  /// fit, they are computed once ("materialised").  When at least half of
-  /// them fit, as many as fit are kept and the others recomputed in the
-  /// gradient pass; with fewer, all are recomputed ("streaming") and memory
+  /// fit, they are computed once ("materialised").  When they total at most
+  /// twice the budget, as many as fit are kept and the others recomputed in
+  /// the gradient pass; beyond that, all are recomputed ("streaming") and memory
   /// stays O(n d + threads tile_size^2) whatever n is.  Default: 256 MiB.
   std::size_t memory_budget_bytes = std::size_t(256) << 20;
   /// Largest edge (rows = columns) of the square similarity tiles, 1 to

@@ -12,10 +12,10 @@
 // (build_tiles).  Both passes hand them out in that order, one at a time, to
 // whichever thread is free (flow): the thread computes the tile (into the
 // tile cache when the tiles fit memory_budget_bytes, "materialised", else
-// into its scratch tile, "streamed", and pass 2 computes it again; when at
-// least half of them fit, as many as fit are cached and the others
-// streamed), then adds its statistics (pass 1) or its GEMMs (pass 2) into
-// the rows of its two row blocks, each block waiting until the earlier
+// into its scratch tile, "streamed", and pass 2 computes it again; when
+// they total at most twice the budget, as many as fit are cached and the
+// others streamed), then adds its statistics (pass 1) or its GEMMs (pass 2)
+// into the rows of its two row blocks, each block waiting until the earlier
 // tiles' additions are
 // in.  So the sums run in tile order, whatever the threads: results are
 // bitwise the same for every thread count.  Memory is O(n d + threads
@@ -515,7 +515,6 @@ struct Plan {
   Eigen::Index chunk = 1;     // tile edge
   Eigen::Index blocks = 0;    // row blocks per view
   int threads = 1;
-  bool materialised = false;  // all of this process's tiles fit memory_budget_bytes
   bool cache = false;         // a gradient call keeps some or all tiles between the passes (Buffers::kept)
   bool scratch = false;       // some tile is computed in its thread's scratch tile
   bool gradient = false;      // the gradient pass runs
@@ -674,17 +673,17 @@ class Engine {
     // (no tile, a kernel of pair terms only: no parallel region).
     p.threads = static_cast<int>(std::max<long>(1, std::min<long>(threads, p.owned(ntiles))));
     const double budget = static_cast<double>(opt.memory_budget_bytes);
-    p.materialised = cache_bytes <= budget;
     // kept[t]: tile t lives in b.cache[t] during the call.
     b.kept.assign(b.tiles.size(), 0);
     if (want_grad && cache_bytes <= 2.0 * budget) {
-      // Keep every tile when they fit; when at least half of them fit, keep
-      // as many as the budget holds (the full products first: a diagonal
-      // tile costs 5/8 of one to form again) and form the rest again in
-      // pass 2, so that time grows smoothly past the budget instead of by
-      // a whole extra pass; below that stream them all, and memory stays
-      // O(n d + threads tile^2).  The choice depends on n, d, the tile edge
-      // and the budget only, never on the threads.
+      // Keep every tile when they fit; when they total at most twice the
+      // budget, keep as many as the budget holds (the full products first:
+      // a diagonal tile costs 5/8 of one to form again; a tile larger than
+      // what is left is skipped) and form the rest again in pass 2, so that
+      // time grows smoothly past the budget instead of by a whole extra
+      // pass; beyond that stream them all, and memory stays O(n d + threads
+      // tile^2).  The choice depends on the tiles (n, the tile edge, this
+      // process's share) and the budget only.
       double used = 0;
       for (const bool diagonal : {false, true})
         for (std::size_t t = 0; t < b.tiles.size(); ++t) {
