@@ -16,10 +16,10 @@
 // they total at most twice the budget, as many as fit are cached and the
 // others streamed), then adds its statistics (pass 1) or its GEMMs (pass 2)
 // into the rows of its two row blocks, each block waiting until the earlier
-// tiles' additions are
-// in.  So the sums run in tile order, whatever the threads: results are
-// bitwise the same for every thread count.  Memory is O(n d + threads
-// tile^2) streamed (Workspace::bytes(), formula in the README).
+// tiles' additions are in.  So the sums run in tile order, whatever the
+// threads: results are bitwise the same for every thread count.  Memory is
+// O(n d + threads tile^2) streamed (Workspace::bytes(), formula in the
+// README).
 #pragma once
 
 #include <algorithm>
