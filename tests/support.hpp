@@ -250,4 +250,23 @@ struct FailingKernel : contrastive::detail::InfoNCEKernel<S> {
   std::shared_ptr<std::atomic<long>> seen_ = std::make_shared<std::atomic<long>>(0);
 };
 
+/// value_and_grad into caller outputs and a Workspace for a two-view loss
+/// with 0, 1 or 2 scalar gradients (Loss::kScalarGradients): they go to
+/// g[0] and g[1] (g needs room for the loss's count).
+template <typename Loss, typename DA, typename DB, typename GA, typename GB, typename S>
+S value_and_grad_scalars(const Loss& loss, const DA& za, const DB& zb, GA& ga, GB& gb, S* g,
+                         contrastive::Workspace<S>& ws, const contrastive::CallOptions<S>& call = {}) {
+  if constexpr (Loss::kScalarGradients == 0) return loss.value_and_grad(za, zb, ga, gb, ws, call);
+  else if constexpr (Loss::kScalarGradients == 1) return loss.value_and_grad(za, zb, ga, gb, &g[0], ws, call);
+  else return loss.value_and_grad(za, zb, ga, gb, &g[0], &g[1], ws, call);
+}
+
+/// Entries of the similarity tiles a Workspace keeps between the passes.
+template <typename S>
+Eigen::Index cached_tile_entries(const contrastive::Workspace<S>& ws) {
+  Eigen::Index entries = 0;
+  for (const auto& t : contrastive::detail::buffers(ws).cache) entries += t.size();
+  return entries;
+}
+
 }  // namespace testing

@@ -58,21 +58,14 @@ TEST_CASE("a budget that holds part of the tiles keeps as many as fit and recomp
   const Eigen::Index n = 61, d = 7;
   const MatD za = uneven_rows(n, d, rng), zb = uneven_rows(n, d, rng);
   const auto kept_bytes = [](const contrastive::Workspace<double>& ws) {
-    std::size_t bytes = 0;
-    for (const auto& t : contrastive::detail::buffers(ws).cache) bytes += sizeof(double) * static_cast<std::size_t>(t.size());
-    return bytes;
+    return sizeof(double) * static_cast<std::size_t>(cached_tile_entries(ws));
   };
   // value_and_grad with every scalar gradient summed into gt.
   const auto call = [](const auto& loss, const MatD& a, const MatD& b, MatD& ga, MatD& gb, double& gt,
                        contrastive::Workspace<double>& ws) {
-    constexpr int k = std::decay_t<decltype(loss)>::kScalarGradients;
-    double g2 = 0;
-    gt = 0;
-    double v = 0;
-    if constexpr (k == 0) v = loss.value_and_grad(a, b, ga, gb, ws);
-    if constexpr (k == 1) v = loss.value_and_grad(a, b, ga, gb, &gt, ws);
-    if constexpr (k == 2) v = loss.value_and_grad(a, b, ga, gb, &gt, &g2, ws);
-    gt += g2;
+    double g[2] = {0, 0};
+    const double v = value_and_grad_scalars(loss, a, b, ga, gb, g, ws);
+    gt = g[0] + g[1];
     return v;
   };
   const auto check_loss = [&](const char* name, const auto& make) {

@@ -63,14 +63,9 @@ void expect_global(const char* name, const Loss& loss, const Eigen::Matrix<S, -1
   M ga(n, d), gb(n, d), la(sh.rows, d), lb(sh.rows, d);
   S g1[2] = {0, 0}, l1[2] = {0, 0};
   contrastive::Workspace<S> ws, wl;
-  const auto call = [&](const auto& a, const auto& b, M& oa, M& ob, S* g, contrastive::Workspace<S>& w,
-                        const contrastive::CallOptions<S>& c) -> S {
-    if constexpr (Loss::kScalarGradients == 0) return loss.value_and_grad(a, b, oa, ob, w, c);
-    else if constexpr (Loss::kScalarGradients == 1) return loss.value_and_grad(a, b, oa, ob, &g[0], w, c);
-    else return loss.value_and_grad(a, b, oa, ob, &g[0], &g[1], w, c);
-  };
-  const S v = call(za, zb, ga, gb, g1, ws, whole);
-  const S vl = call(za.middleRows(sh.offset, sh.rows), zb.middleRows(sh.offset, sh.rows), la, lb, l1, wl, local);
+  const S v = value_and_grad_scalars(loss, za, zb, ga, gb, g1, ws, whole);
+  const S vl = value_and_grad_scalars(loss, za.middleRows(sh.offset, sh.rows), zb.middleRows(sh.offset, sh.rows), la,
+                                      lb, l1, wl, local);
   CHECK(near(vl, v, tol));
   CHECK(near(la, ga.middleRows(sh.offset, sh.rows), tol));
   CHECK(near(lb, gb.middleRows(sh.offset, sh.rows), tol));

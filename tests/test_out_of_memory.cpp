@@ -64,8 +64,7 @@ TEST_CASE("a failed allocation throws std::bad_alloc and leaves the outputs and 
       contrastive::Workspace<float> fresh;
       const float v_ref = loss.value_and_grad(za, zb, ga_ref, gb_ref, &dt_ref, fresh);
       INFO(threads << " threads, budget " << budget);
-      Eigen::Index cached = 0;
-      for (const auto& t : contrastive::detail::buffers(fresh).cache) cached += t.size();
+      const Eigen::Index cached = cached_tile_entries(fresh);
       REQUIRE(fresh.last_call_streamed() == (budget != std::size_t(1) << 30));
       REQUIRE((cached > 0) == (budget != 0));
       // Each time: a Workspace sized by a smaller call (so the failing call
