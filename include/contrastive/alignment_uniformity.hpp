@@ -44,6 +44,7 @@
 
 #include "api.hpp"
 #include "detail/checks.hpp"
+#include "detail/exp.hpp"
 #include "engine.hpp"
 #include "infonce_family.hpp"
 #include "two_view_loss.hpp"
@@ -187,7 +188,7 @@ class UniformityKernel {
     for (Eigen::Index j = 0; j < t.nc; ++j) {
       auto x = X.col(j);
       dx = x - scale_;  // -t ||u_r - u_c||^2
-      e = dx.exp();
+      e = exp_normal(dx);
       mask_pairs(e, nullptr, n_, t, j, S(0));  // the self pair
       rs += e;
       if (dt_) rt += e * dx;
@@ -224,7 +225,7 @@ class UniformityKernel {
     for (Eigen::Index j = 0; j < t.nc; ++j) {
       auto x = P.col(j);
       if (!kept) {
-        x = (x - scale_).exp();
+        x = exp_normal(x - scale_);
         mask_pairs(x, nullptr, n_, t, j, S(0));
       }
       x *= c;

@@ -33,6 +33,7 @@
 
 #include "api.hpp"
 #include "detail/checks.hpp"
+#include "detail/exp.hpp"
 #include "detail/math.hpp"
 #include "engine.hpp"
 #include "infonce_family.hpp"
@@ -112,8 +113,8 @@ class DebiasedKernel : public InfoNCEKernel<S> {
     auto b = sl.v.segment(t.nr, t.nr);
     for (Eigen::Index j = 0; j < t.nc; ++j) {
       auto x = X.col(j);
-      a = (b1 * (x - sigma)).exp();
-      if (beta_ > 0) b = (bb * (x - sigma)).exp();
+      a = exp_normal(b1 * (x - sigma));
+      if (beta_ > 0) b = exp_normal(bb * (x - sigma));
       else b.setOnes();
       mask_pairs(a, ids_, this->instances(), t, j, S(0));
       mask_pairs(b, ids_, this->instances(), t, j, S(0));
@@ -188,14 +189,14 @@ class DebiasedKernel : public InfoNCEKernel<S> {
       const S aj = cols ? cs.alpha[t.c0 + j] : S(0), gj = cols ? cs.alpha2[t.c0 + j] : S(0);
       if (beta_ == 0) {
         if (!kept) {
-          x = (x - sigma).exp();
+          x = exp_normal(x - sigma);
           mask_pairs(x, ids_, this->instances(), t, j, S(0));
         }
         x *= al + aj;
         continue;
       }
-      b = (bb * (x - sigma)).exp();
-      x = (b1 * (x - sigma)).exp() * (al + aj) - b * (ga + gj);
+      b = exp_normal(bb * (x - sigma));
+      x = exp_normal(b1 * (x - sigma)) * (al + aj) - b * (ga + gj);
       mask_pairs(x, ids_, this->instances(), t, j, S(0));
     }
     return true;

@@ -36,6 +36,7 @@
 
 #include "api.hpp"
 #include "detail/checks.hpp"
+#include "detail/exp.hpp"
 #include "detail/math.hpp"
 #include "engine.hpp"
 #include "two_view_loss.hpp"
@@ -184,7 +185,7 @@ class InfoNCEKernel {
         const Eigen::Index len = t.nr - j - 1;
         const auto x = X.col(j).tail(len);
         auto e = sl.v.head(len);
-        e = (x - inv_tau_).exp();
+        e = exp_normal(x - inv_tau_);
         rs.tail(len) += e;
         rs[j] += e.sum();
         if (dtau_) {
@@ -198,7 +199,7 @@ class InfoNCEKernel {
       auto e = sl.v.head(t.nr);
       for (Eigen::Index j = 0; j < t.nc; ++j) {
         auto x = X.col(j);
-        e = (x - inv_tau_).exp();
+        e = exp_normal(x - inv_tau_);
         mask_pairs(e, ids_, n_, t, j, S(0));
         if (rows) {
           rs += e;
@@ -327,7 +328,7 @@ class InfoNCEKernel {
       for (Eigen::Index j = 0; j < t.nc; ++j) {
         auto x = P.col(j);
         if (!kept) {
-          x = (x - inv_tau_).exp();
+          x = exp_normal(x - inv_tau_);
           mask_pairs(x, ids_, n_, t, j, S(0));
         }
         if (cols) x *= a + c * cs.alpha[t.c0 + j];
