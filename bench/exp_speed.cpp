@@ -58,8 +58,8 @@ void compare(const char* name, double lo) {
     }
   using C = contrastive::detail::ExpNormalConstants<S>;
   Col<S> xs = Col<S>::LinSpaced(1 << 21, C::lo, C::hi);
-  std::printf("%-6s Eigen %.3f ns/element, exp_normal %.3f (%.2f of Eigen's); largest error %.3f and %.3f ulp%s\n", name,
-              best[0], best[1], best[1] / best[0], worst_ulp<S>(xs, xs.exp().eval()),
+  std::printf("%-6s Eigen %.3f ns/element, exp_normal %.3f (%.2f of Eigen's); largest error %.3f and %.3f ulp%s\n",
+              name, best[0], best[1], best[1] / best[0], worst_ulp<S>(xs, xs.exp().eval()),
               worst_ulp<S>(xs, contrastive::detail::exp_normal(xs).eval()), sink == S(-1) ? " " : "");
 }
 

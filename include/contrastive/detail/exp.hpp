@@ -93,12 +93,14 @@ inline Eigen::internal::Packet4d exp2_from_shifted(const Eigen::internal::Packet
 // AVX without AVX2 has no 256-bit integer shift: one per 128-bit half.
 inline Eigen::internal::Packet8f exp2_from_shifted(const Eigen::internal::Packet8f& t) {
   const __m256i b = _mm256_castps_si256(t);
-  const __m128i lo = _mm_slli_epi32(_mm256_castsi256_si128(b), 23), hi = _mm_slli_epi32(_mm256_extractf128_si256(b, 1), 23);
+  const __m128i lo = _mm_slli_epi32(_mm256_castsi256_si128(b), 23);
+  const __m128i hi = _mm_slli_epi32(_mm256_extractf128_si256(b, 1), 23);
   return _mm256_castsi256_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
 inline Eigen::internal::Packet4d exp2_from_shifted(const Eigen::internal::Packet4d& t) {
   const __m256i b = _mm256_castpd_si256(t);
-  const __m128i lo = _mm_slli_epi64(_mm256_castsi256_si128(b), 52), hi = _mm_slli_epi64(_mm256_extractf128_si256(b, 1), 52);
+  const __m128i lo = _mm_slli_epi64(_mm256_castsi256_si128(b), 52);
+  const __m128i hi = _mm_slli_epi64(_mm256_extractf128_si256(b, 1), 52);
   return _mm256_castsi256_pd(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
 }
 #endif
