@@ -26,14 +26,16 @@
 //                                        degree 4 in float, 9 in double)
 //   e^x = e^r * 2^n, 2^n = bits(t) << p.
 //
-// The shift of bits(t) is done with the SIMD integer shifts of SSE2, AVX
-// (two 128-bit halves), AVX2 and AVX-512; any other packet type (NEON,
-// AltiVec, ...) keeps Eigen's exp, and the scalar tail of an array keeps
-// std::exp.
+// The shift of bits(t) is Eigen's integer-packet shift where Eigen 3.4 has
+// one of the lanes' width (float: x86, NEON, AltiVec/VSX, SVE; double:
+// AArch64 and VSX), and the SIMD 64-bit shifts of SSE2, AVX (two 128-bit
+// halves), AVX2 and AVX-512 for double on x86.  Any other packet type keeps
+// Eigen's exp, and the scalar tail of an array keeps std::exp.
 #ifndef CONTRASTIVE_DETAIL_EXP_HPP
 #define CONTRASTIVE_DETAIL_EXP_HPP
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -72,31 +74,53 @@ struct ExpNormalConstants<double> {
                                    5.000000000000001021e-1};
 };
 
-// 2^n from t = n + bias + 1.5 * 2^p: the bits of t shifted left by p.  One
-// overload per packet type with a SIMD integer shift.
-#if defined(EIGEN_VECTORIZE_SSE2)
-inline Eigen::internal::Packet4f exp2_from_shifted(const Eigen::internal::Packet4f& t) {
-  return _mm_castsi128_ps(_mm_slli_epi32(_mm_castps_si128(t), 23));
+// 2^n from t = n + bias + 1.5 * 2^p: the bits of t shifted left by p.
+//
+// Generic form: Eigen's integer packet of P's lanes (unpacket_traits<P>::
+// integer_packet, as wide per lane as P's scalar) and its plogical_shift_left,
+// the primitives Eigen's own generic exp scales with.  Eigen 3.4 has them for
+// float on x86 (SSE2, AVX, AVX2, AVX-512), NEON, AltiVec/VSX and SVE, and
+// for double on AArch64 NEON and VSX (not on MSA or ZVector, which keep
+// Eigen's exp); AVX without AVX2 shifts the two 128-bit halves.  (The
+// -Wignored-attributes pragma: a raw vector type such as __m512i as a
+// template argument makes GCC warn that its alignment attribute is dropped;
+// only its identity is used.)
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+template <typename P, typename IP>
+constexpr bool lanes_match() {
+  using Eigen::internal::unpacket_traits;
+  return sizeof(typename unpacket_traits<IP>::type) == sizeof(typename unpacket_traits<P>::type) &&
+         int(unpacket_traits<IP>::size) == int(unpacket_traits<P>::size);
 }
+
+template <typename P, typename IP = typename Eigen::internal::unpacket_traits<P>::integer_packet,
+          std::enable_if_t<lanes_match<P, IP>(), int> = 0>
+P exp2_from_shifted(const P& t) {
+  using S = typename Eigen::internal::unpacket_traits<P>::type;
+  constexpr int p = std::numeric_limits<S>::digits - 1;  // 23 or 52
+  namespace ei = Eigen::internal;
+  return ei::preinterpret<P>(ei::plogical_shift_left<p>(ei::preinterpret<IP>(t)));
+}
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+// Double on x86: Eigen 3.4 has no 64-bit integer packets there (its own exp
+// specialises the scaling per instruction set), so one overload each.
+#if defined(EIGEN_VECTORIZE_SSE2)
 inline Eigen::internal::Packet2d exp2_from_shifted(const Eigen::internal::Packet2d& t) {
   return _mm_castsi128_pd(_mm_slli_epi64(_mm_castpd_si128(t), 52));
 }
 #endif
 #if defined(EIGEN_VECTORIZE_AVX2)
-inline Eigen::internal::Packet8f exp2_from_shifted(const Eigen::internal::Packet8f& t) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
-}
 inline Eigen::internal::Packet4d exp2_from_shifted(const Eigen::internal::Packet4d& t) {
   return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(t), 52));
 }
 #elif defined(EIGEN_VECTORIZE_AVX)
 // AVX without AVX2 has no 256-bit integer shift: one per 128-bit half.
-inline Eigen::internal::Packet8f exp2_from_shifted(const Eigen::internal::Packet8f& t) {
-  const __m256i b = _mm256_castps_si256(t);
-  const __m128i lo = _mm_slli_epi32(_mm256_castsi256_si128(b), 23);
-  const __m128i hi = _mm_slli_epi32(_mm256_extractf128_si256(b, 1), 23);
-  return _mm256_castsi256_ps(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
-}
 inline Eigen::internal::Packet4d exp2_from_shifted(const Eigen::internal::Packet4d& t) {
   const __m256i b = _mm256_castpd_si256(t);
   const __m128i lo = _mm_slli_epi64(_mm256_castsi256_si128(b), 52);
@@ -105,9 +129,6 @@ inline Eigen::internal::Packet4d exp2_from_shifted(const Eigen::internal::Packet
 }
 #endif
 #if defined(EIGEN_VECTORIZE_AVX512)
-inline Eigen::internal::Packet16f exp2_from_shifted(const Eigen::internal::Packet16f& t) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23));
-}
 inline Eigen::internal::Packet8d exp2_from_shifted(const Eigen::internal::Packet8d& t) {
   return _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(t), 52));
 }
