@@ -1,9 +1,11 @@
 // The engine: tiling, streaming, threads, workspace reuse, float range.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <limits>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "support.hpp"
 
@@ -133,13 +135,12 @@ TEST_CASE("a budget that holds part of the tiles keeps as many as fit and recomp
   });
 }
 
-TEST_CASE("diagonal tiles formed in strips and mirrored agree with whole tiles", "[engine]") {
-  // A diagonal tile of 64 rows or more is formed as its lower block triangle
-  // in column strips and mirrored (Engine::similarity_tile): one 150-row
-  // tile (strips of 48, the last one 6 wide), tiles of 70 (strips of 32, the
-  // last one 6 wide, and a 10-row tile formed whole), both cached and
-  // streamed, value and gradient calls, against 7-row tiles, which are all
-  // formed whole.
+TEST_CASE("diagonal tiles formed as triangles and mirrored agree with whole tiles", "[engine]") {
+  // A diagonal tile of 64 rows or more is formed as its lower triangle
+  // (Eigen's triangular product) and mirrored (Engine::similarity_tile):
+  // one 150-row tile (mirrored in blocks of 64, the last one 22 wide), tiles
+  // of 70 (and a 10-row tile formed whole), both cached and streamed, value
+  // and gradient calls, against 7-row tiles, which are all formed whole.
   std::mt19937_64 rng(36);
   const MatD za = uneven_rows(150, 9, rng), zb = uneven_rows(150, 9, rng);
   for (Preset p : kPresets) {
@@ -224,6 +225,42 @@ void check_gemm_space(contrastive::detail::GemmSpace<S>& g, Eigen::Index m, Eige
   each_b(std::get<3>(as));
 }
 
+// GemmSpace::add_lower: the lower triangle (diagonal included) of a block of
+// a column-major c gains alpha a a^T, with a a block of a row- or
+// column-major matrix; the strictly upper triangle and everything outside
+// the block stay as they were.
+template <typename S>
+void check_add_lower(contrastive::detail::GemmSpace<S>& g, Eigen::Index n, Eigen::Index k, std::mt19937_64& rng,
+                     double tol) {
+  using Col = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using Row = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  const auto fill = [&](auto& x) {
+    for (Eigen::Index j = 0; j < x.cols(); ++j)
+      for (Eigen::Index i = 0; i < x.rows(); ++i) x(i, j) = static_cast<S>(u(rng));
+  };
+  Col ac(n + 3, k + 3), c(n + 3, n + 3);
+  Row ar(n + 3, k + 3);
+  fill(ac);
+  fill(ar);
+  fill(c);
+  const S alpha = S(-1.25);
+  const auto run = [&](const auto& a) {
+    INFO("n " << n << " k " << k << " a row-major " << bool(std::decay<decltype(a)>::type::IsRowMajor));
+    Col square = Col::Zero(n, n);
+    contrastive::detail::gemm_add_public(square, a, a.transpose(), alpha);
+    Col expected = c;
+    for (Eigen::Index j = 0; j < n; ++j) expected.col(2 + j).segment(1 + j, n - j) += square.col(j).tail(n - j);
+    Col got = c;
+    g.add_lower(got.block(1, 2, n, n), a, alpha);
+    CHECK(near(got, expected, tol));
+    for (Eigen::Index j = 0; j < n; ++j)  // untouched: exactly
+      CHECK(got.col(2 + j).head(1 + j) == c.col(2 + j).head(1 + j));
+  };
+  run(ac.block(1, 2, n, k));
+  run(ar.block(1, 2, n, k));
+}
+
 template <typename S>
 void check_gemm_space_shapes(double tol) {
   std::mt19937_64 rng(37);
@@ -243,6 +280,11 @@ void check_gemm_space_shapes(double tol) {
   check_gemm_space<S>(g, 64, 48, 96, rng, tol);
   check_gemm_space<S>(g, 160, 96, 700, rng, tol);
   CHECK(g.bytes() == kept);
+  // The triangular product: tiny, not a multiple of Eigen's 48/24-row
+  // blocks, the engine's tile, and a depth past the k blocking.
+  for (const auto& sh : std::vector<std::array<Eigen::Index, 2>>{{1, 3}, {5, 0}, {7, 5}, {70, 9}, {150, 33},
+                                                                  {256, 128}, {100, 700}})
+    check_add_lower<S>(g, sh[0], sh[1], rng, tol);
 }
 
 }  // namespace

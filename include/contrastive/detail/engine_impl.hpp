@@ -563,10 +563,12 @@ inline void reduce_or_fail(const ProcessGroup& group, double* v, std::size_t k, 
                              "their own exception)");
 }
 
-/// Column strips of a diagonal tile's lower block triangle, and their
-/// narrowest width (Engine::similarity_tile).
-constexpr Eigen::Index kDiagStrips = 4;
-constexpr Eigen::Index kDiagStripMin = 32;
+/// The smallest diagonal tile formed as a triangle (Engine::similarity_tile);
+/// a smaller one is formed whole.
+constexpr Eigen::Index kDiagTriangleMin = 64;
+
+/// Columns per block when mirroring a diagonal tile's lower triangle.
+constexpr Eigen::Index kMirrorBlock = 64;
 
 /// The largest number of tiles one call may use (tile_size too small for n).
 constexpr std::size_t kMaxTiles = std::size_t(1) << 26;
@@ -684,7 +686,7 @@ class Engine {
     if (want_grad && cache_bytes <= 2.0 * budget) {
       // Keep every tile when they fit; when they total at most twice the
       // budget, keep as many as the budget holds (the full products first:
-      // a diagonal tile costs 5/8 of one to form again; a tile larger than
+      // a diagonal tile costs 0.6 of one to form again; a tile larger than
       // what is left is skipped) and form the rest again in pass 2, so that
       // time grows smoothly past the budget instead of by a whole extra
       // pass; beyond that stream them all, and memory stays O(n d + threads
@@ -854,35 +856,31 @@ class Engine {
   }
 
   /// X = logit_scale * W_I W_J^T.  A diagonal tile (I == J, one view) is
-  /// symmetric: its lower block triangle is formed in kDiagStrips column
-  /// strips (strip k: rows [k h, nr) x columns [k h, (k + 1) h)) and the
-  /// upper one mirrored from it (not with `lower`: the kernel reads only the
-  /// lower triangle), (s + 1) / (2 s) of the square's multiply-adds for s
-  /// strips.
+  /// symmetric: its lower triangle is formed by Eigen's triangular product
+  /// (GemmSpace::add_lower: about (t + 48) / (2 t) of the square's
+  /// multiply-adds for a t-row tile) and the upper one mirrored from it (not
+  /// with `lower`: the kernel reads only the lower triangle).  Measured on a
+  /// 256-row tile (AVX-512, one thread, bench/README.md): 0.56-0.61 of the
+  /// square's time, mirrored 0.64-0.73, where four column strips took
+  /// 0.65-0.69 and 0.72-0.84.
   template <typename Kernel>
   static void similarity_tile(const Kernel& kernel, const Buffers<S>& b, const Tile& tile, TileRef<S>& X,
                               GemmSpace<S>& gemm, bool lower = false) {
     const S scale = kernel.logit_scale();
     const auto wr = b.w.middleRows(tile.r0, tile.nr);
-    const Eigen::Index h = diagonal_strip(tile);
-    if (h == 0) {
+    if (!tile.diagonal() || tile.nr < kDiagTriangleMin) {
       gemm.assign(X.matrix(), wr, b.w.middleRows(tile.c0, tile.nc).transpose(), scale);
       return;
     }
-    for (Eigen::Index c0 = 0; c0 < tile.nr; c0 += h) {
-      const Eigen::Index cw = std::min(h, tile.nr - c0), rest = tile.nr - c0;
-      gemm.assign(X.matrix().block(c0, c0, rest, cw), wr.middleRows(c0, rest), wr.middleRows(c0, cw).transpose(), scale);
-      if (c0 > 0 && !lower) X.block(0, c0, c0, cw) = X.block(c0, 0, cw, c0).transpose();
+    const Eigen::Index t = tile.nr;
+    for (Eigen::Index j = 0; j < t; ++j) X.col(j).tail(t - j).setZero();
+    gemm.add_lower(X.matrix(), wr, scale);
+    if (lower) return;
+    for (Eigen::Index c0 = 0; c0 < t; c0 += kMirrorBlock) {
+      const Eigen::Index cw = std::min(kMirrorBlock, t - c0);
+      if (c0 > 0) X.block(0, c0, c0, cw) = X.block(c0, 0, cw, c0).transpose();
+      for (Eigen::Index j = 1; j < cw; ++j) X.col(c0 + j).segment(c0, j) = X.row(c0 + j).segment(c0, j).transpose();
     }
-  }
-
-  /// The strip width of a diagonal tile's lower block triangle (0: the tile
-  /// is formed whole).  Strips narrower than kDiagStripMin rows run Eigen's
-  /// GEMM below its efficient shapes.
-  static Eigen::Index diagonal_strip(const Tile& tile) {
-    if (!tile.diagonal() || tile.nr < 2 * kDiagStripMin) return 0;
-    const Eigen::Index h = (tile.nr + kDiagStrips - 1) / kDiagStrips;
-    return std::max(kDiagStripMin, (h + 15) / 16 * 16);
   }
 
   /// Pass 1: every tile once (into its cache entry, or the thread's scratch

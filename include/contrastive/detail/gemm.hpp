@@ -73,6 +73,16 @@ class GemmBlocking : public Eigen::internal::level3_blocking<S, S> {
     this->m_blockB = b_.data();
   }
 
+  /// The same for the lower triangle of an n x n result of depth k
+  /// (Eigen's triangular product packs the whole right operand at once: k n
+  /// entries, whatever nc is).
+  void prepare_lower(Eigen::Index n, Eigen::Index k) {
+    prepare(n, n, k);
+    const Eigen::Index size_b = this->m_kc * n;
+    if (b_.size() < size_b) resize_buffer(b_, size_b);
+    this->m_blockB = b_.data();
+  }
+
   std::size_t bytes() const { return sizeof(S) * static_cast<std::size_t>(a_.size() + b_.size()); }
 
  private:
@@ -112,6 +122,34 @@ class GemmSpace {
         c.outerStride(), alpha, blocking_, nullptr);
 #else
     gemm_add_public(std::forward<C>(c), a, b, alpha);
+#endif
+  }
+
+  /// The lower triangle, diagonal included, of c += alpha * a * a^T: the
+  /// multiply-adds of that triangle and of Eigen's 48 x 48 (float) or
+  /// 24 x 24 (double, AVX-512) blocks on the diagonal, about (n + 48) n k / 2
+  /// where the square takes n^2 k.  The strictly upper triangle of c is not
+  /// touched.  c is column-major, a has a unit inner stride.
+  template <typename C, typename A>
+  void add_lower(C&& c, const A& a, S alpha) {
+    using CT = typename std::decay<C>::type;
+    static_assert(!(CT::Flags & Eigen::RowMajorBit), "add_lower: c is column-major");
+    eigen_assert(c.rows() == a.rows() && c.cols() == a.rows());
+    if (a.rows() == 0 || a.cols() == 0) return;
+#if CONTRASTIVE_OWN_GEMM_BUFFERS
+    constexpr int ao = (A::Flags & Eigen::RowMajorBit) ? Eigen::RowMajor : Eigen::ColMajor;
+    constexpr int bo = ao == Eigen::RowMajor ? Eigen::ColMajor : Eigen::RowMajor;  // a^T: the same storage
+    if (a.innerStride() != 1 || c.innerStride() != 1) {
+      c.template triangularView<Eigen::Lower>() += (alpha * a) * a.transpose();
+      return;
+    }
+    blocking_.prepare_lower(a.rows(), a.cols());
+    using Product = Eigen::internal::general_matrix_matrix_triangular_product<Eigen::Index, S, ao, false, S, bo, false,
+                                                                              Eigen::ColMajor, 1, Eigen::Lower>;
+    Product::run(a.rows(), a.cols(), a.data(), a.outerStride(), a.data(), a.outerStride(), c.data(), 1, c.outerStride(),
+                 alpha, blocking_);
+#else
+    c.template triangularView<Eigen::Lower>() += (alpha * a) * a.transpose();
 #endif
   }
 
