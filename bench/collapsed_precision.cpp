@@ -8,8 +8,9 @@
 // vectors are far better determined by the inputs than a float dot product
 // of the normalised rows computes them).
 //
-//   g++ -std=c++17 -O2 [-march=native] -I/usr/include/eigen3 -Iinclude \
-//       bench/collapsed_precision.cpp -o collapsed_precision && ./collapsed_precision
+//   g++ -std=c++17 -O2 [-march=native] -I/usr/include/eigen3 -Iinclude
+//     bench/collapsed_precision.cpp -o collapsed_precision   (one line)
+//   ./collapsed_precision
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,21 +18,12 @@
 
 #include <contrastive/contrastive.hpp>
 
+#include "../tests/support.hpp"  // testing::collapsed(), the tests' batches
+
 namespace {
 
-using MatD = Eigen::MatrixXd;
-using MatF = Eigen::MatrixXf;
-
-/// Rows c + spread * noise (as tests/test_reliability.cpp's collapsed()).
-MatD collapsed(Eigen::Index n, Eigen::Index d, double spread, std::mt19937_64& rng) {
-  std::normal_distribution<double> g(0.0, 1.0);
-  Eigen::RowVectorXd c(d);
-  for (Eigen::Index j = 0; j < d; ++j) c[j] = g(rng);
-  MatD z(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j) z(i, j) = c[j] + spread * g(rng);
-  return z;
-}
+using testing::collapsed;
+using testing::MatD;
 
 /// dL/dtau of NT-Xent (tau = 0.01) or of InfoNCEWithNegatives (shared keys
 /// zc, the debiased variant with tau_plus = 0.1).

@@ -52,6 +52,19 @@ inline MatD uneven_rows(Eigen::Index n, Eigen::Index d, std::mt19937_64& rng, do
   return z;
 }
 
+/// Rows c + spread * noise: a batch whose cosine similarities all lie close
+/// to 1 (a learned temperature meets such batches at initialisation).
+/// (Also used by bench/collapsed_precision.cpp.)
+inline MatD collapsed(Eigen::Index n, Eigen::Index d, double spread, std::mt19937_64& rng) {
+  std::normal_distribution<double> g(0.0, 1.0);
+  Eigen::RowVectorXd c(d);
+  for (Eigen::Index j = 0; j < d; ++j) c[j] = g(rng);
+  MatD z(n, d);
+  for (Eigen::Index i = 0; i < n; ++i)
+    for (Eigen::Index j = 0; j < d; ++j) z(i, j) = c[j] + spread * g(rng);
+  return z;
+}
+
 /// Central difference of f with respect to every entry of x (step h * max(1, |x|)).
 inline MatD central_difference(const std::function<double(const MatD&)>& f, const MatD& x, double h = 1e-6) {
   MatD g(x.rows(), x.cols());

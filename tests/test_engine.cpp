@@ -172,6 +172,14 @@ TEST_CASE("diagonal tiles formed as triangles and mirrored agree with whole tile
 
 namespace {
 
+/// Every entry of x uniform in [-1, 1].
+template <typename M>
+void fill_uniform(M& x, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  for (Eigen::Index j = 0; j < x.cols(); ++j)
+    for (Eigen::Index i = 0; i < x.rows(); ++i) x(i, j) = static_cast<typename M::Scalar>(u(rng));
+}
+
 // c += alpha a b through one GemmSpace (buffers kept between products) and
 // through Eigen's public product, for a, b and c as blocks of larger row- or
 // column-major matrices (outer strides not equal to their extents), a and b
@@ -181,11 +189,7 @@ void check_gemm_space(contrastive::detail::GemmSpace<S>& g, Eigen::Index m, Eige
                       std::mt19937_64& rng, double tol) {
   using Col = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
   using Row = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  std::uniform_real_distribution<double> u(-1.0, 1.0);
-  const auto fill = [&](auto& x) {
-    for (Eigen::Index j = 0; j < x.cols(); ++j)
-      for (Eigen::Index i = 0; i < x.rows(); ++i) x(i, j) = static_cast<S>(u(rng));
-  };
+  const auto fill = [&](auto& x) { fill_uniform(x, rng); };
   // Operands with 3 spare rows and columns around the block at (1, 2).
   Col ac(m + 3, k + 3), bc(k + 3, n + 3), atc(k + 3, m + 3), btc(n + 3, k + 3), cc(m + 3, n + 3);
   Row ar(m + 3, k + 3), br(k + 3, n + 3), atr(k + 3, m + 3), btr(n + 3, k + 3), cr(m + 3, n + 3);
@@ -234,11 +238,7 @@ void check_add_lower(contrastive::detail::GemmSpace<S>& g, Eigen::Index n, Eigen
                      double tol) {
   using Col = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
   using Row = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  std::uniform_real_distribution<double> u(-1.0, 1.0);
-  const auto fill = [&](auto& x) {
-    for (Eigen::Index j = 0; j < x.cols(); ++j)
-      for (Eigen::Index i = 0; i < x.rows(); ++i) x(i, j) = static_cast<S>(u(rng));
-  };
+  const auto fill = [&](auto& x) { fill_uniform(x, rng); };
   Col ac(n + 3, k + 3), c(n + 3, n + 3);
   Row ar(n + 3, k + 3);
   fill(ac);

@@ -31,18 +31,6 @@ struct CountingFunctor {
 using Counting = Eigen::CwiseNullaryOp<CountingFunctor, MatD>;
 Counting counting(const MatD& m, long& reads) { return MatD::NullaryExpr(m.rows(), m.cols(), CountingFunctor{&m, &reads}); }
 
-/// Rows c + spread * noise: a batch whose cosine similarities all lie close
-/// to 1 (a learned temperature meets such batches at initialisation).
-MatD collapsed(Eigen::Index n, Eigen::Index d, double spread, std::mt19937_64& rng) {
-  std::normal_distribution<double> g(0.0, 1.0);
-  Eigen::RowVectorXd c(d);
-  for (Eigen::Index j = 0; j < d; ++j) c[j] = g(rng);
-  MatD z(n, d);
-  for (Eigen::Index i = 0; i < n; ++i)
-    for (Eigen::Index j = 0; j < d; ++j) z(i, j) = c[j] + spread * g(rng);
-  return z;
-}
-
 /// The scalar gradients of one loss in float and in double on the same
 /// (float-representable) inputs.
 template <typename MakeLoss, typename Call>
