@@ -110,8 +110,8 @@ TEST_CASE("exp_normal takes its own packet path where the instruction set has th
   const Eigen::ArrayXf yf = exp_normal(xf);
   const Eigen::ArrayXd yd = exp_normal(xd);
   // The architectures the path is checked on: x86 (SSE2, AVX, AVX2,
-  // AVX-512; in CI) and AArch64 NEON (cross-built and run under qemu, see
-  // tests/CMakeLists.txt).  Elsewhere only the accuracy cases above apply.
+  // AVX-512; in CI) and AArch64 NEON (cross-built and run under qemu by
+  // tests/run.sh).  Elsewhere only the accuracy cases above apply.
 #if defined(EIGEN_VECTORIZE_SSE2) || (defined(EIGEN_VECTORIZE_NEON) && defined(__aarch64__))
   REQUIRE(exp_normal_has_packet_path<float>());
   REQUIRE(exp_normal_has_packet_path<double>());

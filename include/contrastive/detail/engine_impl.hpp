@@ -858,7 +858,7 @@ class Engine {
   /// X = logit_scale * W_I W_J^T.  A diagonal tile (I == J, one view) is
   /// symmetric: its lower triangle is formed by Eigen's triangular product
   /// (GemmSpace::add_lower: about (t + 48) / (2 t) of the square's
-  /// multiply-adds for a t-row tile) and the upper one mirrored from it (not
+  /// multiply-adds for a t-row tile in float with AVX-512) and the upper one mirrored from it (not
   /// with `lower`: the kernel reads only the lower triangle).  Measured on a
   /// 256-row tile (AVX-512, one thread, bench/README.md): 0.56-0.61 of the
   /// square's time, mirrored 0.64-0.73, where four column strips took

@@ -126,9 +126,9 @@ class GemmSpace {
   }
 
   /// The lower triangle, diagonal included, of c += alpha * a * a^T: the
-  /// multiply-adds of that triangle and of Eigen's 48 x 48 (float) or
-  /// 24 x 24 (double, AVX-512) blocks on the diagonal, about (n + 48) n k / 2
-  /// where the square takes n^2 k.  The strictly upper triangle of c is not
+  /// multiply-adds of that triangle and of Eigen's m x m blocks on the
+  /// diagonal (m = its kernel's row count: 48 in float and 24 in double with
+  /// AVX-512), about (n + m) n k / 2 where the square takes n^2 k.  The strictly upper triangle of c is not
   /// touched.  c is column-major, a has a unit inner stride.
   template <typename C, typename A>
   void add_lower(C&& c, const A& a, S alpha) {
